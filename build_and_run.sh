@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# densebench main job: install what is missing, run the DenseNet-121 benchmark suite, write JSON.
+# Run with --help for the flags.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+output_dir="$repo/results"
+gpu_enabled=auto
+optimizations=""
+batch_sizes=""
+image_size=""
+venv="$repo/.venv"
+extras="onnxruntime,openvino,int8,report"
+pytest_extra=()
+
+usage() {
+    cat <<EOF
+usage: ./build_and_run.sh [options] [-- extra pytest arguments]
+
+Runs the densebench suite and writes the pytest-benchmark JSON (results.json) into the
+output directory, with traces, caches and the results journal beside it.
+
+  --output-dir DIR         where results go (default: ./results)
+  --gpu-enabled MODE       true: require a CUDA GPU; false: CPU only; auto (default): GPU if one is visible
+  --optimizations LIST     comma list of optimizations or stacks, 'all' or 'best'
+                           (default: best — the candidates worth trying on this device)
+  --batch-sizes LIST       comma list of batch sizes (default: 1,8 on CPU, 1,32,256 on GPU)
+  --image-size N           input size in pixels (default: 224)
+  --venv DIR               virtual environment to create or reuse (default: ./.venv)
+  -h, --help               this help
+
+Everything after -- goes to pytest (e.g. -- --benchmark-max-time=2).
+Environment: DENSEBENCH_* variables set any other option (see README).
+EOF
+}
+
+die() { echo "build_and_run.sh: $*" >&2; echo "run ./build_and_run.sh --help for the flags" >&2; exit 2; }
+
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --output-dir) need_value "$@"; output_dir=$2; shift 2 ;;
+        --output-dir=*) output_dir=${1#*=}; shift ;;
+        --gpu-enabled) need_value "$@"; gpu_enabled=$2; shift 2 ;;
+        --gpu-enabled=*) gpu_enabled=${1#*=}; shift ;;
+        --optimizations) need_value "$@"; optimizations=$2; shift 2 ;;
+        --optimizations=*) optimizations=${1#*=}; shift ;;
+        --batch-sizes) need_value "$@"; batch_sizes=$2; shift 2 ;;
+        --batch-sizes=*) batch_sizes=${1#*=}; shift ;;
+        --image-size) need_value "$@"; image_size=$2; shift 2 ;;
+        --image-size=*) image_size=${1#*=}; shift ;;
+        --venv) need_value "$@"; venv=$2; shift 2 ;;
+        --venv=*) venv=${1#*=}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; pytest_extra=("$@"); break ;;
+        *) die "unknown argument '$1'" ;;
+    esac
+done
+
+case "$gpu_enabled" in
+    true|false|auto) ;;
+    *) die "--gpu-enabled must be true, false or auto (got '$gpu_enabled')" ;;
+esac
+if [ -n "$batch_sizes" ] && ! [[ "$batch_sizes" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+    die "--batch-sizes must be a comma list of positive integers (got '$batch_sizes')"
+fi
+if [ -n "$image_size" ] && ! [[ "$image_size" =~ ^[0-9]+$ ]]; then
+    die "--image-size must be a positive integer (got '$image_size')"
+fi
+mkdir -p "$output_dir" 2>/dev/null || die "cannot create the output directory '$output_dir'"
+[ -w "$output_dir" ] || die "the output directory '$output_dir' is not writable"
+output_dir=$(cd "$output_dir" && pwd)
+
+"$repo/scripts/bootstrap.sh" "$venv" "$extras"
+python="$venv/bin/python"
+
+has_gpu=$("$python" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+case "$gpu_enabled" in
+    true) [ "$has_gpu" = 1 ] || die "--gpu-enabled true, but torch sees no CUDA GPU here" ; device=cuda ;;
+    false) device=cpu ;;
+    auto) if [ "$has_gpu" = 1 ]; then device=cuda; else device=cpu; fi ;;
+esac
+if [ -z "$batch_sizes" ]; then
+    if [ "$device" = cuda ]; then batch_sizes=1,32,256; else batch_sizes=1,8; fi
+fi
+
+args=(--densebench-device "$device" --densebench-batch-sizes "$batch_sizes"
+      --densebench-optimizations "${optimizations:-best}")
+[ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
+
+echo "build_and_run.sh: device=$device batch_sizes=$batch_sizes optimizations=${optimizations:-best} output=$output_dir"
+cd "$repo"
+set +e
+"$python" -m densebench.cli run --output "$output_dir" "${args[@]}" "${pytest_extra[@]}"
+status=$?
+set -e
+echo "build_and_run.sh: JSON: $output_dir/results.json"
+exit $status

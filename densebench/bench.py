@@ -1,0 +1,333 @@
+"""The measurement core: session state (device, model, data, baseline) and one benchmark.
+
+``DenseBench`` is created once per pytest session (lazily: nothing heavy happens until a
+benchmark needs it). ``measure`` runs one optimization at one batch size:
+
+1. input prepared on the device in the runner's dtype/format (untimed);
+2. warm-up passes (untimed; pays recompiles and cuDNN autotuning);
+3. parity against the baseline on the evaluation set (untimed);
+4. ``benchmark(step)``: pytest-benchmark times synchronized forward passes only,
+   with gc disabled and telemetry sampled in the background;
+5. the cross-check and ``extra_info`` (the JSON contract).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import parity as parity_mod
+from . import telemetry, timing
+from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
+from .settings import Settings
+
+
+class InputError(Exception):
+    """The weights or the dataset cannot be used: nothing can be measured."""
+
+
+class BuildFailed(Exception):
+    """Building an optimization raised; kept so later batch sizes fail fast with the same error."""
+
+
+@dataclass
+class Outcome:
+    optimization: str
+    batch_size: int | None
+    status: str  # measured | skipped | failed | oom | parity_failed
+    reason: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"optimization": self.optimization, "batch_size": self.batch_size, "status": self.status,
+                "reason": self.reason, **self.summary}
+
+
+@dataclass
+class Measurement:
+    extra_info: dict[str, Any]
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.extra_info["parity"]
+
+    def parity_message(self) -> str:
+        p = self.parity
+        return (f"{self.extra_info['optimization']} at batch size {self.extra_info['batch_size']} does not match "
+                f"the baseline: {'; '.join(p['failures'])} (top-1 {p['top1_agreement']:.3f} raw, "
+                f"{p['top1_agreement_tie_aware']:.3f} tie-aware, top-5 "
+                f"{p['top5_agreement']:.3f}, logit error {p['logit_error']}, over {p['samples']} images; "
+                "thresholds: --densebench-parity-top1/-top5/-logit-error/-tie-band)")
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
+
+
+def device_name(device: Any) -> str:
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return telemetry.cpu_model_name()
+
+
+class DenseBench:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.outcomes: list[Outcome] = []
+        self._runner: tuple[str, Runner | BaseException] | None = None
+
+    # ------------------------------------------------------------ session resources (lazy)
+
+    @cached_property
+    def device(self) -> Any:
+        import torch
+
+        dev = self.settings.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(dev)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", 0)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return device
+
+    @cached_property
+    def model_and_weights(self) -> tuple[Any, Any]:
+        from .model import build_model
+
+        return build_model(self.settings.weights, self.settings.seed, self.settings.offline)
+
+    @property
+    def model(self) -> Any:
+        return self.model_and_weights[0]
+
+    @property
+    def weights(self) -> Any:
+        return self.model_and_weights[1]
+
+    @cached_property
+    def data(self) -> Any:
+        from . import data
+
+        s = self.settings
+        n = max(s.eval_samples, max(s.batch_sizes, default=1))
+        return data.load(s.dataset, s.data_dir, n, s.image_size, s.seed, s.offline)
+
+    @cached_property
+    def eval_set(self) -> tuple[Any, Any]:
+        return self.data.eval_set(self.settings.eval_samples)
+
+    @cached_property
+    def baseline_logits(self) -> Any:
+        """Strict-FP32 eager logits on the evaluation set: the parity reference."""
+        images, _ = self.eval_set
+        runner = build_runner("baseline", self.model, images[:1], self.context())
+        try:
+            with runner.activated():
+                return parity_mod.predict(runner, images, min(len(images), 8))
+        finally:
+            runner.release()
+
+    @cached_property
+    def output_dir(self) -> Path:
+        return self.settings.output
+
+    def context(self) -> BuildContext:
+        images, _ = self.eval_set
+        cache = self.output_dir / "cache"
+        return BuildContext(device=self.device, settings=self.settings, calibration=images, cache_dir=cache)
+
+    @property
+    def thresholds(self) -> parity_mod.Thresholds:
+        s = self.settings
+        return parity_mod.Thresholds(s.parity_top1, s.parity_top5, s.parity_logit_error, s.parity_tie_band)
+
+    def prepare(self) -> None:
+        """Load weights, data and the baseline now; raise ``InputError`` on unusable input."""
+        from .data import DataError
+        from .model import WeightsError
+
+        try:
+            _ = self.device, self.model, self.data, self.baseline_logits
+        except (DataError, WeightsError) as exc:
+            raise InputError(str(exc)) from None
+
+    # ------------------------------------------------------------ runners
+
+    def release_runner(self) -> None:
+        if self._runner is not None and isinstance(self._runner[1], Runner):
+            self._runner[1].release()
+        self._runner = None
+        gc.collect()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def runner(self, name: str, batch_size: int) -> Runner:
+        """The built runner for ``name`` (built on first use, kept while its benchmarks run).
+
+        Raises ``Unavailable`` (skip) or ``BuildFailed`` (fail); either is remembered, so the
+        other batch sizes of the same optimization report it without rebuilding.
+        """
+        if self._runner is None or self._runner[0] != name:
+            self.release_runner()
+            try:
+                built: Runner | BaseException = build_runner(
+                    name, self.model, self.data.batch(batch_size), self.context())
+            except Unavailable as exc:
+                built = exc
+            except Exception as exc:  # contained: this optimization fails, the run goes on
+                if is_oom(exc):
+                    self.release_runner()
+                built = BuildFailed(f"building {name} failed: {type(exc).__name__}: {exc}")
+                built.__cause__ = exc
+            self._runner = (name, built)
+        result = self._runner[1]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def note(self, optimization: str, batch_size: int | None, status: str, reason: str | None = None,
+             **summary: Any) -> None:
+        self.outcomes.append(Outcome(optimization, batch_size, status, reason, summary))
+
+    # ------------------------------------------------------------ one benchmark
+
+    def measure(self, benchmark: Any, runner: Runner, batch_size: int) -> Measurement:
+        """Warm up, check parity, time with ``benchmark`` and fill ``benchmark.extra_info``."""
+        import torch
+
+        s = self.settings
+        device = self.device
+        sync = timing.synchronizer(device)
+        first_use = not getattr(runner, "_measured", False)
+        runner._measured = True  # type: ignore[attr-defined]
+        images, labels = self.eval_set
+        reference = self.baseline_logits
+
+        benchmark.group = f"batch_size={batch_size}"
+        x = runner.prepare(self.data.batch(batch_size))
+        sync()
+        with runner.activated():
+            start = time.perf_counter()
+            for _ in range(s.warmup):
+                runner(x)
+            sync()
+            warmup_s = time.perf_counter() - start
+            logits = parity_mod.predict(runner, images, batch_size)
+            label_note = None
+            if labels is not None and self.weights.source != "imagenet":
+                label_note = "weights are not ImageNet weights: accuracy is not meaningful"
+            parity = parity_mod.compare(reference, logits, labels, self.thresholds, label_note)
+
+            step = timing.make_step(runner, x, device)
+            compiles_before = _compile_count()
+            monitor = telemetry.Monitor(device, s)
+            gc_was_enabled = gc.isenabled()
+            gc.collect()
+            gc.disable()
+            try:
+                with monitor:
+                    benchmark(step)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+            recompiles = _compile_count() - compiles_before
+            calls_in_window = step.calls
+            crosscheck = None
+            stats = getattr(benchmark, "stats", None)
+            if s.crosscheck and stats is not None:
+                if device.type == "cuda":
+                    crosscheck = timing.cuda_crosscheck(step)
+                else:
+                    crosscheck = timing.cpu_crosscheck(step, torch.get_num_threads(), stats.stats.median)
+        info = self._extra_info(benchmark, runner, batch_size, warmup_s, first_use, parity, monitor,
+                                crosscheck, recompiles, calls_in_window)
+        benchmark.extra_info.update(info)
+        self.note(runner.name, batch_size, "measured" if parity["passed"] else "parity_failed",
+                  None if parity["passed"] else "; ".join(parity["failures"]),
+                  throughput_samples_per_s=info["throughput_samples_per_s"], latency_ms=info["latency_ms"],
+                  peak_memory_mb=telemetry.peak_memory_mb(info), precision=runner.precision)
+        if recompiles:
+            raise AssertionError(f"{runner.name}: {recompiles} compilation(s) happened inside the timed rounds; "
+                                 "the warm-up did not cover this shape, so these numbers include compile time")
+        return Measurement(benchmark.extra_info)
+
+    def _extra_info(self, benchmark: Any, runner: Runner, batch_size: int, warmup_s: float, first_use: bool,
+                    parity: dict[str, Any], monitor: Any, crosscheck: dict[str, Any] | None,
+                    recompiles: int, calls: int) -> dict[str, Any]:
+        s = self.settings
+        stats = getattr(benchmark, "stats", None)
+        rounds = list(stats.stats.data) if stats is not None else []
+        median_s = statistics.median(rounds) if rounds else None
+        latency = timing.latency_ms(rounds) if rounds else None
+        build_s = runner.build_s if first_use else 0.0
+        info: dict[str, Any] = {
+            "optimization": runner.name,
+            "batch_size": batch_size,
+            "image_size": s.image_size,
+            "device": str(self.device),
+            "device_name": device_name(self.device),
+            "precision": runner.precision,
+            "throughput_samples_per_s": timing.throughput(batch_size, median_s) if median_s else None,
+            "latency_ms": latency,
+            "setup_s": build_s + warmup_s,
+            "build_s": build_s,
+            "build_s_total": runner.build_s,
+            "warmup_s": warmup_s,
+            "warmup_iterations": s.warmup,
+            "recompiles_during_timing": recompiles,
+            "parity": parity,
+            "runner": {"parts": list(runner.plan.parts), "input_dtype": str(runner.input_dtype).replace("torch.", ""),
+                       "memory_format": runner.plan.memory_format, **runner.info},
+            "weights": self.weights.source,
+            "dataset": self.data.info.source,
+        }
+        if crosscheck is not None and median_s:
+            other = crosscheck.get("median_ms")
+            crosscheck["ratio"] = (other / (median_s * 1e3)) if other else None
+        info["crosscheck"] = crosscheck
+        info.update(monitor.result(batch_size, calls))
+        return info
+
+    # ------------------------------------------------------------ run-level record
+
+    def run_info(self) -> dict[str, Any]:
+        from . import __version__
+
+        info: dict[str, Any] = {"version": __version__, "settings": self.settings.as_dict(),
+                                "outcomes": [o.as_dict() for o in self.outcomes]}
+        if "device" in self.__dict__:
+            info["device"] = str(self.device)
+            info["device_name"] = device_name(self.device)
+        if "model_and_weights" in self.__dict__:
+            info["weights"] = self.weights.as_dict()
+        if "data" in self.__dict__:
+            info["dataset"] = self.data.info.as_dict()
+        return info
+
+
+def _compile_count() -> int:
+    """Graphs Dynamo has compiled so far in this process (0 when Dynamo was never used)."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    return int(utils.counters["stats"].get("unique_graphs", 0)) if utils is not None else 0
+
+
+__all__ = ["BuildFailed", "DenseBench", "Measurement", "Outcome", "flags"]

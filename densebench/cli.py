@@ -1,0 +1,130 @@
+"""``densebench`` command line: run | env | list | data (report, compare, recover join later).
+
+``densebench run`` is the suite with sensible defaults: it runs pytest on the benchmark
+suite (``./benchmarks`` in a checkout, else the copy inside the package), autosaves with
+pytest-benchmark and writes ``<output>/results.json``. Other arguments go to pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def suite_path() -> tuple[Path, Path]:
+    """(what to collect, rootdir): ./benchmarks in a checkout, else the packaged suite."""
+    local = Path.cwd() / "benchmarks" / "test_inference.py"
+    if local.is_file():
+        return local.parent, Path.cwd()
+    package = Path(__file__).resolve().parent
+    return package / "suite", package.parent
+
+
+def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    import pytest
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    suite, rootdir = suite_path()
+    pytest_args = [str(suite), f"--rootdir={rootdir}", "-p", "densebench.plugin", "-p", "no:cacheprovider",
+                   f"--densebench-output={output}", f"--benchmark-json={output / 'results.json'}",
+                   "--benchmark-autosave", "-rs",
+                   # the CLI imported densebench before pytest could rewrite its asserts; nothing to rewrite
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
+    print("densebench run: pytest " + " ".join(pytest_args), flush=True)
+    code = int(pytest.main(pytest_args))
+    results = output / "results.json"
+    if results.is_file():
+        print(f"densebench: results in {results}")
+    return code
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import torch
+
+    from .optimizations import plan_for, techniques, unavailable_reason
+    from .telemetry import machine_info
+
+    info: dict[str, Any] = machine_info()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    info["optimizations"] = {
+        name: {device: unavailable_reason(plan_for(name), device) or "available" for device in devices}
+        for name in techniques()
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs, torch threads {info['torch_threads']})")
+    for gpu in info["gpus"]:
+        print(f"GPU {gpu['index']}: {gpu['name']} ({gpu['memory_total_mb']:.0f} MiB, "
+              f"compute capability {gpu['compute_capability']})")
+    if not info["gpus"]:
+        print(f"GPU: none ({info.get('gpu_reason')})")
+    print(f"driver {info.get('driver_version')}, CUDA runtime {info.get('cuda_runtime')}, cuDNN {info.get('cudnn')}")
+    print("libraries: " + ", ".join(f"{k} {v}" for k, v in info["libraries"].items() if v))
+    for name, per_device in info["optimizations"].items():
+        print(f"  {name:14s} " + "; ".join(f"{d}: {why}" for d, why in per_device.items()))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .optimizations import techniques
+
+    for name, tech in techniques().items():
+        print(f"{name:14s} {tech.kind:8s} {tech.summary}")
+    print("Stack techniques with '+', e.g. channels_last+amp+compile; 'all' runs every one, 'best' adds "
+          "recommended stacks.")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    data_dir = Path(args.data_dir).expanduser()
+    try:
+        if args.archive:
+            archive = Path(args.archive)
+            if data.md5_of(archive) != data.TINY_IMAGENET_MD5 and not args.skip_md5:
+                raise data.DataError(f"{archive} is not the official tiny-imagenet-200.zip (MD5 mismatch); "
+                                     "pass --skip-md5 to use it anyway")
+            root = data.extract_tiny_imagenet(archive, data_dir / data.TINY_IMAGENET_DIR)
+        else:
+            root = data.prepare_tiny_imagenet(data_dir, download_ok=True)
+        pairs = data.val_annotations(root)
+    except data.DataError as exc:
+        print(f"densebench data: {exc}", file=sys.stderr)
+        return 2
+    print(f"Tiny ImageNet-200 ready at {root}: {len(pairs)} validation images")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densebench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the benchmark suite (extra arguments go to pytest)")
+    run.add_argument("--output", "-o", default="results", help="output directory (default: results)")
+    env = sub.add_parser("env", help="machine, GPUs, libraries and which optimizations can run here")
+    env.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser("list", help="list the optimizations")
+    data = sub.add_parser("data", help="download, verify and extract Tiny ImageNet-200")
+    data.add_argument("--data-dir", default="~/.cache/densebench", help="where to put it")
+    data.add_argument("--archive", help="use an already downloaded tiny-imagenet-200.zip")
+    data.add_argument("--skip-md5", action="store_true", help="accept an archive whose MD5 differs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handlers = {"run": lambda a: cmd_run(a, extra), "env": cmd_env, "list": cmd_list, "data": cmd_data}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

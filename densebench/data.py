@@ -1,0 +1,381 @@
+"""Evaluation and timing images: Tiny ImageNet-200, a synthetic set, or any ImageFolder.
+
+Tiny ImageNet-200 comes from the official archive (MD5-checked). Only what the
+benchmark needs is extracted (the validation split and the class lists), into a
+temporary directory that is verified and then renamed into place, so a failure never
+leaves a half-extracted tree. Archive members are checked before anything is written:
+absolute paths, ``..`` components and links make the whole archive refused.
+
+Labels are ImageNet-1k class indices (the synset order timm ships), so ImageNet weights
+give real top-1/top-5 accuracy on Tiny ImageNet's 200 classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+TINY_IMAGENET_BYTES = 248_100_043
+TINY_IMAGENET_DIR = "tiny-imagenet-200"
+COMPLETE_MARKER = ".densebench-complete"
+# Caps for what an archive may expand to and what a download may grow to.
+MAX_EXTRACT_BYTES = 1 << 30
+MAX_DOWNLOAD_BYTES = 512 << 20
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message says what was wrong and what to do."""
+
+
+@dataclass
+class DatasetInfo:
+    requested: str
+    source: str  # "tiny-imagenet" | "synthetic" | "folder"
+    path: str | None = None
+    split: str | None = None
+    images_available: int = 0
+    images_used: int = 0
+    label_space: str = "none"  # "imagenet-1k" | "none"
+    fallback_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        where = f" at {self.path}" if self.path else ""
+        text = f"{self.source}{where} ({self.images_used} of {self.images_available} images"
+        text += ", ImageNet-1k labels)" if self.label_space == "imagenet-1k" else ", no ImageNet labels)"
+        if self.fallback_reason:
+            text += f" — fell back from '{self.requested}': {self.fallback_reason}"
+        return text
+
+
+@dataclass
+class EvalData:
+    """Preprocessed images (CPU float32 NCHW, ImageNet-normalised) and their labels."""
+
+    images: Any  # torch.Tensor (N, 3, S, S)
+    labels: Any | None  # torch.Tensor (N,) of ImageNet-1k indices, or None
+    info: DatasetInfo
+
+    def batch(self, n: int) -> Any:
+        """The first ``n`` images, cycling when the set is smaller than ``n``."""
+        import torch
+
+        if n <= len(self.images):
+            return self.images[:n].clone()
+        reps = -(-n // len(self.images))
+        return torch.cat([self.images] * reps)[:n].clone()
+
+    def eval_set(self, n: int) -> tuple[Any, Any | None]:
+        n = min(n, len(self.images))
+        return self.images[:n], None if self.labels is None else self.labels[:n]
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (shipped inside timm)."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
+# ---------------------------------------------------------------- download
+
+
+def md5_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str | None = None, *, max_bytes: int = MAX_DOWNLOAD_BYTES,
+             retries: int = 4, timeout: float = 30.0, backoff: float = 1.0) -> Path:
+    """Download ``url`` to ``dest`` with resume, retries with exponential backoff, a size cap and an
+    MD5 check before the file is renamed into place. A partial file is kept as ``dest.part`` and
+    resumed on the next attempt; a checksum mismatch discards it and starts clean."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_error = "no attempt made"
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            have = part.stat().st_size if part.exists() else 0
+            request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                resumed = have and response.status == 206
+                mode = "ab" if resumed else "wb"
+                total = have if resumed else 0
+                with open(part, mode) as fh:
+                    while block := response.read(1 << 20):
+                        total += len(block)
+                        if total > max_bytes:
+                            part.unlink(missing_ok=True)
+                            raise DataError(f"download of {url} exceeded the size cap of {max_bytes} bytes; "
+                                            "refusing it")
+                        fh.write(block)
+            if md5 and (got := md5_of(part)) != md5:
+                part.unlink(missing_ok=True)
+                last_error = f"MD5 mismatch (expected {md5}, got {got}); discarded and restarting clean"
+                continue
+            os.replace(part, dest)
+            return dest
+        except DataError:
+            raise
+        except Exception as exc:  # network errors: retry
+            last_error = f"{type(exc).__name__}: {exc}"
+    raise DataError(f"could not download {url} after {retries + 1} attempts: {last_error}")
+
+
+# ---------------------------------------------------------------- safe extraction
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
+        return "escapes the target directory ('..')"
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix file type
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link"
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+        return "is not a regular file or directory"
+    return None
+
+
+def check_archive(archive: Path) -> zipfile.ZipFile:
+    """Open a zip archive and refuse it if any member is unsafe; the caller closes it."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{archive} is not a readable zip archive (corrupt or truncated: {exc}); "
+                        "delete it and download it again") from None
+    for info in zf.infolist():
+        problem = _unsafe_member(info)
+        if problem:
+            zf.close()
+            raise DataError(f"refusing archive {archive}: member {info.filename!r} {problem}")
+    return zf
+
+
+def _wanted_tiny_member(name: str) -> bool:
+    parts = name.split("/")
+    return (len(parts) >= 2 and parts[0] == TINY_IMAGENET_DIR
+            and (parts[1] in ("wnids.txt", "words.txt") or parts[1] == "val"))
+
+
+def extract_tiny_imagenet(archive: Path, root: Path) -> Path:
+    """Extract the validation split of a Tiny ImageNet-200 archive into ``root`` atomically."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(root.parent, os.W_OK):
+        raise DataError(f"cannot extract into {root.parent}: the directory is not writable "
+                        "(choose another with --densebench-data-dir)")
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root.parent))
+    try:
+        with check_archive(archive) as zf:
+            members = [i for i in zf.infolist() if _wanted_tiny_member(i.filename)]
+            if not members:
+                raise DataError(f"{archive} has no {TINY_IMAGENET_DIR}/val/ directory: not a Tiny ImageNet-200 "
+                                "archive")
+            total = sum(i.file_size for i in members)
+            if total > MAX_EXTRACT_BYTES:
+                raise DataError(f"{archive} would expand to {total} bytes, over the cap of {MAX_EXTRACT_BYTES}")
+            try:
+                for info in members:
+                    zf.extract(info, tmp)
+            except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as exc:
+                raise DataError(f"{archive} is corrupt or truncated ({type(exc).__name__}: {exc}); delete it "
+                                "and download it again") from None
+        extracted = tmp / TINY_IMAGENET_DIR
+        val_annotations(extracted)  # verify before it goes into place
+        (extracted / COMPLETE_MARKER).write_text(f"extracted from {archive.name}\n")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(extracted, root)
+        return root
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def val_annotations(root: Path) -> list[tuple[Path, str]]:
+    """(image path, wnid) pairs of the validation split, checked against the files on disk."""
+    ann = root / "val" / "val_annotations.txt"
+    if not ann.is_file():
+        raise DataError(f"{ann} is missing: not a Tiny ImageNet-200 tree")
+    pairs: list[tuple[Path, str]] = []
+    for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2 or not cols[1].startswith("n"):
+            raise DataError(f"{ann}:{lineno}: expected 'FILE<TAB>WNID<TAB>...', got {line[:80]!r}")
+        image = root / "val" / "images" / cols[0]
+        if not image.is_file():
+            raise DataError(f"{ann}:{lineno}: {image} is listed but missing")
+        pairs.append((image, cols[1]))
+    if not pairs:
+        raise DataError(f"{ann} lists no images")
+    return sorted(pairs)
+
+
+def prepare_tiny_imagenet(data_dir: Path, *, download_ok: bool, md5: str = TINY_IMAGENET_MD5,
+                          url: str = TINY_IMAGENET_URL) -> Path:
+    """Return the extracted Tiny ImageNet-200 root, downloading/extracting it if needed."""
+    root = data_dir / TINY_IMAGENET_DIR
+    if (root / COMPLETE_MARKER).is_file():
+        return root
+    archive = data_dir / "tiny-imagenet-200.zip"
+    if not archive.is_file():
+        if not download_ok:
+            raise DataError(f"Tiny ImageNet-200 is not in {data_dir} (no {TINY_IMAGENET_DIR}/ and no "
+                            "tiny-imagenet-200.zip) and downloading is off")
+        download(url, archive, md5)
+    got = md5_of(archive)
+    if got != md5:
+        raise DataError(f"{archive} has MD5 {got}, expected {md5}: the file is corrupt, truncated or not "
+                        "the official archive; delete it and download it again")
+    return extract_tiny_imagenet(archive, root)
+
+
+# ---------------------------------------------------------------- image loading
+
+
+def _transform(image_size: int) -> Any:
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(image_size, antialias=True),
+        v2.CenterCrop(image_size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def _spread(n_total: int, n: int) -> list[int]:
+    """n indices spread evenly over range(n_total): every class of a sorted listing gets a turn."""
+    if n >= n_total:
+        return list(range(n_total))
+    return [int(i * n_total / n) for i in range(n)]
+
+
+def load_images(paths: Sequence[Path], image_size: int) -> Any:
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    transform = _transform(image_size)
+    tensors = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                tensors.append(transform(img.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); remove it or "
+                            "fix the dataset") from None
+    return torch.stack(tensors)
+
+
+def synthetic(n: int, image_size: int, seed: int) -> Any:
+    """Deterministic pseudo-images: smooth random colour fields plus fine noise, normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 8, 8, generator=g)
+    smooth = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    pixels = (0.8 * smooth + 0.2 * torch.rand(n, 3, image_size, image_size, generator=g)).clamp(0, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, download_ok: bool) -> EvalData:
+    import torch
+
+    root = prepare_tiny_imagenet(settings_data_dir, download_ok=download_ok)
+    pairs = val_annotations(root)
+    index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
+    chosen = [pairs[i] for i in _spread(len(pairs), n)]
+    unknown = sorted({w for _, w in chosen if w not in index})
+    if unknown:
+        raise DataError(f"{root}: classes {unknown[:5]} are not ImageNet-1k synsets")
+    images = load_images([p for p, _ in chosen], image_size)
+    labels = torch.tensor([index[w] for _, w in chosen])
+    info = DatasetInfo(requested, "tiny-imagenet", str(root), "val", len(pairs), len(chosen), "imagenet-1k")
+    return EvalData(images, labels, info)
+
+
+def _folder(path: Path, n: int, image_size: int, requested: str) -> EvalData:
+    import torch
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, class_to_idx = find_classes(str(path))
+        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as exc:
+        raise DataError(f"--densebench-dataset {path}: {exc} (expected ROOT/<class>/<image>, images ending in "
+                        f"{', '.join(IMG_EXTENSIONS)})") from None
+    if not samples:
+        raise DataError(f"--densebench-dataset {path} holds no images")
+    chosen = [samples[i] for i in _spread(len(samples), n)]
+    images = load_images([Path(p) for p, _ in chosen], image_size)
+    index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
+    labels = None
+    label_space = "none"
+    if all(c in index for c in classes):  # folders named by ImageNet synsets: real labels
+        labels = torch.tensor([index[classes[c]] for _, c in chosen])
+        label_space = "imagenet-1k"
+    info = DatasetInfo(requested, "folder", str(path), None, len(samples), len(chosen), label_space,
+                       extra={"classes": len(classes)})
+    return EvalData(images, labels, info)
+
+
+def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
+         offline: bool = False) -> EvalData:
+    """Load ``n`` evaluation images for the requested dataset, with auto fallback recorded."""
+    if dataset == "synthetic":
+        return EvalData(synthetic(n, image_size, seed), None,
+                        DatasetInfo("synthetic", "synthetic", None, None, n, n, "none", extra={"seed": seed}))
+    if dataset == "tiny-imagenet":
+        return _tiny(data_dir, n, image_size, dataset, download_ok=not offline)
+    if dataset == "auto":
+        present = (data_dir / TINY_IMAGENET_DIR / COMPLETE_MARKER).is_file() or \
+            (data_dir / "tiny-imagenet-200.zip").is_file()
+        reason = None
+        if not present:
+            from .model import reachable
+
+            reason = ("offline mode (--densebench-offline)" if offline else reachable(TINY_IMAGENET_URL))
+        if reason is None:
+            try:
+                return _tiny(data_dir, n, image_size, "auto", download_ok=not offline)
+            except DataError as exc:
+                reason = str(exc)
+        data = load("synthetic", data_dir, n, image_size, seed)
+        data.info.requested = "auto"
+        data.info.fallback_reason = f"Tiny ImageNet-200 unavailable: {reason}"
+        return data
+    return _folder(Path(dataset).expanduser(), n, image_size, dataset)

@@ -1,0 +1,348 @@
+"""The optimization registry: named techniques that fold into one build ``Plan``.
+
+A technique is either a *modifier* (memory format, precision, autocast, TF32) or a
+*backend* (eager, torch.compile, TorchScript, TensorRT, ...). A name such as
+``channels_last+amp+compile`` is a stack: its parts fold left to right into a
+``Plan``; a part that cannot follow the ones before it raises ``StackError`` with
+the reason. ``build_runner`` turns a plan into a :class:`Runner`.
+
+Nothing here imports torch at module import: the registry is consulted while
+pytest parses options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import importlib.util
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..settings import SettingsError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..settings import Settings
+
+
+class StackError(SettingsError):
+    """A stack of techniques that cannot be combined."""
+
+
+class Unavailable(Exception):
+    """The optimization cannot run here; the message names exactly what is missing."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a stack asks for, before anything is built."""
+
+    parts: tuple[str, ...] = ()
+    memory_format: str = "contiguous"  # or "channels_last"
+    weight_dtype: str = "float32"  # or "float16", "bfloat16"
+    autocast: bool = False
+    tf32: bool = False
+    backend: str = "eager"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def with_(self, **changes: Any) -> Plan:
+        return dataclasses.replace(self, **changes)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def with_option(self, key: str, value: Any) -> Plan:
+        opts = dict(self.options)
+        opts[key] = value
+        return self.with_(options=tuple(sorted(opts.items())))
+
+
+@dataclass(frozen=True)
+class Requirements:
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    packages: tuple[tuple[str, str], ...] = ()  # (import name, pip install hint)
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str
+    summary: str
+    apply: Callable[[Plan], Plan]
+    # Run on the folded plan of the whole stack: the reason this part cannot be in it, or None.
+    check: Callable[[Plan], str | None] | None = None
+    requires: Requirements = Requirements()
+    kind: str = "modifier"  # or "backend"
+    default: bool = True  # part of 'all'
+    rank: int = 100  # position in 'all' and in listings
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Turns a prepared eager model into the callable that is timed."""
+
+    name: str
+    build: Callable[[Any, Any, Plan, BuildContext], Backed]
+
+
+@dataclass
+class Backed:
+    forward: Callable[[Any], Any]
+    prepare: Callable[[Any], Any] | None = None  # replaces the default torch input preparation
+    to_logits: Callable[[Any], Any] | None = None
+    precision: str | None = None  # what the backend really ran at, when it decides itself
+    info: dict[str, Any] = field(default_factory=dict)
+    cleanup: Callable[[], None] | None = None
+
+
+_TECHNIQUES: dict[str, Technique] = {}
+_BACKENDS: dict[str, Backend] = {}
+# What 'best' runs on each device kind: the single techniques and stacks worth trying there
+# (FP16 is left out on CPU, where it has no fast kernels). Filled by the technique modules.
+BEST: dict[str, list[str]] = {"cpu": [], "cuda": []}
+
+
+def recommend(name: str, *device_kinds: str) -> None:
+    for kind in device_kinds:
+        if name not in BEST[kind]:
+            BEST[kind].append(name)
+
+
+def register(technique: Technique) -> Technique:
+    if technique.name in _TECHNIQUES or "+" in technique.name or "," in technique.name:
+        raise ValueError(f"bad or duplicate optimization name {technique.name!r}")
+    _TECHNIQUES[technique.name] = technique
+    return technique
+
+
+def register_backend(backend: Backend) -> Backend:
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def techniques() -> dict[str, Technique]:
+    return {t.name: t for t in sorted(_TECHNIQUES.values(), key=lambda t: t.rank)}
+
+
+def names() -> list[str]:
+    return list(techniques())
+
+
+def set_backend(name: str) -> Callable[[Plan], Plan]:
+    def apply(plan: Plan) -> Plan:
+        if plan.backend != "eager":
+            raise StackError(f"{name} and {plan.backend} are both backends that compile or run the model; "
+                             "a stack takes at most one")
+        return plan.with_(backend=name)
+
+    return apply
+
+
+def plan_for(name: str) -> Plan:
+    """Fold a (possibly stacked) name into a Plan; raise SettingsError/StackError with the reason."""
+    parts = [p.strip() for p in name.split("+")]
+    if any(not p for p in parts):
+        raise SettingsError(f"optimization {name!r} has an empty part")
+    unknown = [p for p in parts if p not in _TECHNIQUES]
+    if unknown:
+        raise SettingsError(f"unknown optimization {unknown[0]!r} in {name!r}; "
+                            f"allowed: {', '.join(names())} (stack them with '+', or use 'all' / 'best')")
+    if len(set(parts)) != len(parts):
+        raise StackError(f"{name!r} names a technique twice")
+    if len(parts) > 1 and "baseline" in parts:
+        raise StackError(f"{name!r}: baseline is the strict FP32 reference and does not stack")
+    plan = Plan(parts=tuple(parts))
+    try:
+        for part in parts:
+            plan = _TECHNIQUES[part].apply(plan)
+    except StackError as exc:
+        raise StackError(f"{name!r} cannot be stacked: {exc}") from None
+    for part in parts:
+        check = _TECHNIQUES[part].check
+        problem = check(plan) if check else None
+        if problem:
+            raise StackError(f"{name!r} cannot be stacked: {problem}")
+    return plan
+
+
+def resolve_names(text: str, device_kind: str | None = None) -> tuple[str, ...]:
+    """Expand 'all' / 'best' and validate each name and stack.
+
+    'all' is every registered technique (those that cannot run here are skipped with the
+    reason); 'best' is the recommended candidates for ``device_kind`` ('cpu' or 'cuda').
+    """
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise SettingsError("--densebench-optimizations is empty; allowed: "
+                            f"{', '.join(names())}, stacks such as channels_last+amp, 'all' or 'best'")
+    out: list[str] = []
+    for item in items:
+        if item == "all":
+            expanded = [n for n, t in techniques().items() if t.default]
+        elif item == "best":
+            expanded = ["baseline", *BEST.get(device_kind or "cpu", [])]
+        else:
+            plan_for(item)  # validates
+            expanded = [item]
+        out += [n for n in expanded if n not in out]
+    return tuple(out)
+
+
+def unavailable_reason(plan: Plan, device_type: str) -> str | None:
+    """Why this plan cannot run on this device kind, naming exactly what is missing; None if it can."""
+    reasons: list[str] = []
+    for part in plan.parts:
+        req = _TECHNIQUES[part].requires
+        if device_type not in req.devices:
+            reasons.append(f"{part} needs a {' or '.join(sorted(req.devices)).upper()} device "
+                           f"(running on {device_type})")
+        for module, hint in req.packages:
+            if importlib.util.find_spec(module) is None:
+                reasons.append(f"{part} needs the Python package '{module}', which is not installed "
+                               f"({hint})")
+    return "; ".join(dict.fromkeys(reasons)) or None
+
+
+@dataclass
+class BuildContext:
+    device: torch.device
+    settings: Settings
+    calibration: Any = None  # CPU float32 NCHW images from the dataset, for post-training quantization
+    cache_dir: Any = None  # pathlib.Path for compile/engine caches
+
+
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def precision_of(plan: Plan, device_type: str) -> str:
+    if plan.weight_dtype == "float16":
+        return "fp16"
+    if plan.weight_dtype == "bfloat16":
+        return "bf16"
+    if plan.autocast:
+        return "amp_fp16" if device_type == "cuda" else "amp_bf16"
+    return "tf32" if plan.tf32 else "fp32"
+
+
+def autocast_dtype(device_type: str) -> torch.dtype:
+    import torch
+
+    return torch.float16 if device_type == "cuda" else torch.bfloat16
+
+
+class Runner:
+    """A built optimization: prepares inputs (untimed) and runs one forward pass (timed)."""
+
+    def __init__(self, name: str, plan: Plan, device: torch.device, backed: Backed,
+                 input_dtype: torch.dtype, memory_format: torch.memory_format, build_s: float = 0.0):
+        self.name = name
+        self.plan = plan
+        self.device = device
+        self.backed = backed
+        self.input_dtype = input_dtype
+        self.memory_format = memory_format
+        self.precision = backed.precision or precision_of(plan, device.type)
+        self.info = dict(backed.info)
+        self.build_s = build_s
+
+    def prepare(self, batch: torch.Tensor) -> Any:
+        """CPU float32 NCHW batch -> what forward() takes, resident on the device. Not timed."""
+        if self.backed.prepare is not None:
+            return self.backed.prepare(batch)
+        return batch.to(self.device, self.input_dtype).contiguous(memory_format=self.memory_format)
+
+    def __call__(self, prepared: Any) -> Any:
+        return self.backed.forward(prepared)
+
+    def logits(self, output: Any) -> torch.Tensor:
+        """Forward output -> float32 CPU logits (N, 1000). Not timed."""
+        if self.backed.to_logits is not None:
+            return self.backed.to_logits(output)
+        return output.detach().float().cpu()
+
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[None]:
+        """Process-wide flags this runner needs (TF32, cuDNN autotune) plus inference mode."""
+        with flags(self.device, tf32=self.plan.tf32):
+            yield
+
+    def release(self) -> None:
+        if self.backed.cleanup is not None:
+            self.backed.cleanup()
+        self.backed = Backed(forward=_released)
+
+
+def _released(_: Any) -> Any:
+    raise RuntimeError("this runner was released")
+
+
+@contextlib.contextmanager
+def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
+    """Set TF32 and cuDNN flags (restored afterwards) and enter inference mode."""
+    import torch
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.allow_tf32 = tf32
+        matmul.allow_tf32 = tf32
+        # Fixed input shapes: let cuDNN pick the fastest algorithms (warm-up pays for it).
+        cudnn.benchmark = device.type == "cuda"
+        with torch.inference_mode():
+            yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runner:
+    """Build the named (stacked) optimization from the FP32 CPU ``model``.
+
+    ``example`` is a CPU float32 NCHW batch used to trace/compile. Raises ``Unavailable``
+    when something the plan needs is missing here.
+    """
+    import time
+
+    import torch
+
+    plan = plan_for(name)
+    reason = unavailable_reason(plan, ctx.device.type)
+    if reason:
+        raise Unavailable(reason)
+    start = time.perf_counter()
+    dtype = getattr(torch, _DTYPES[plan.weight_dtype])
+    memory_format = torch.channels_last if plan.memory_format == "channels_last" else torch.contiguous_format
+    module = copy.deepcopy(model).eval().to(ctx.device)
+    if dtype != torch.float32:
+        module = module.to(dtype)
+    module = module.to(memory_format=memory_format)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    forward: Callable[[Any], Any] = module
+    if plan.autocast:
+        forward = _autocast(module, ctx.device.type, autocast_dtype(ctx.device.type))
+    example_dev = example.to(ctx.device, dtype).contiguous(memory_format=memory_format)
+    with flags(ctx.device, tf32=plan.tf32):
+        backed = _BACKENDS[plan.backend].build(forward, example_dev, plan, ctx)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    return Runner(name, plan, ctx.device, backed, dtype, memory_format, time.perf_counter() - start)
+
+
+def _autocast(module: Any, device_type: str, dtype: Any) -> Callable[[Any], Any]:
+    """Module call under autocast: per-op FP16 (CUDA) or BF16 (CPU) from FP32 weights."""
+    import torch
+
+    def forward(x: Any) -> Any:
+        with torch.autocast(device_type, dtype=dtype):
+            return module(x)
+
+    return forward
+
+
+def eager(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
+    return Backed(forward=forward)
+
+
+register_backend(Backend("eager", eager))

@@ -1,0 +1,300 @@
+"""One frozen ``Settings`` object, parsed and validated once.
+
+Every option exists three ways: a command-line flag (``--densebench-batch-sizes``),
+an environment variable (``DENSEBENCH_BATCH_SIZES``) and an ini key
+(``densebench_batch_sizes`` under ``[tool.pytest.ini_options]``). The flag wins over
+the environment, the environment over the ini file, the ini file over the default.
+
+Validation collects every problem and raises one :class:`SettingsError` that says what
+was wrong and what is allowed; the pytest plugin turns it into ``pytest.UsageError``.
+This module does not import torch: it runs in every pytest start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """Bad configuration: the message says what was wrong and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    default: str
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def flag(self) -> str:
+        return "--densebench-" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "DENSEBENCH_" + self.key.upper()
+
+    @property
+    def ini(self) -> str:
+        return "densebench_" + self.key
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("device", "auto", "auto | cpu | cuda | cuda:N (auto: the first CUDA GPU if there is one, else cpu)",
+           "DEVICE"),
+    Option("optimizations", "all",
+           "comma list of optimization names; stack techniques with '+' (channels_last+amp+compile); "
+           "'all' = every registered optimization (unavailable ones are skipped with the reason); "
+           "'best' = 'all' plus the stacks recommended for this device",
+           "NAMES"),
+    Option("batch_sizes", "1,8,32", "comma list of positive batch sizes", "N,N,..."),
+    Option("image_size", "224", "input height and width in pixels (>= 32)", "PIXELS"),
+    Option("weights", "auto",
+           "auto | imagenet | random | PATH to a state dict (auto: ImageNet weights when cached or "
+           "downloadable, else seeded random weights)", "WEIGHTS"),
+    Option("dataset", "auto",
+           "auto | tiny-imagenet | synthetic | PATH to an ImageFolder tree (auto: Tiny ImageNet-200 "
+           "validation images when present or downloadable, else synthetic)", "DATASET"),
+    Option("data_dir", "~/.cache/densebench", "where datasets are downloaded and extracted", "DIR"),
+    Option("output", "results", "directory for traces, TensorBoard runs, caches and the results journal",
+           "DIR"),
+    Option("eval_samples", "32", "number of evaluation images for the parity check (>= 1)", "N"),
+    Option("parity_top1", "0.95",
+           "minimum top-1 agreement with the baseline (fraction of images whose top-1 class matches; "
+           "flips between classes the baseline itself nearly tied are not counted, see tie band)", "FRAC"),
+    Option("parity_tie_band", "0.005",
+           "a top-1 flip is a near-tie when the baseline's gap between the two classes is below this "
+           "fraction of the image's logit range", "FRAC"),
+    Option("parity_top5", "0.99",
+           "minimum top-5 agreement (fraction of images whose baseline top-1 class is in the top 5)", "FRAC"),
+    Option("parity_logit_error", "0.5",
+           "maximum logit error relative to how much the baseline logits vary between images "
+           "(0 = identical, 1 = the input-dependent signal is gone)", "RATIO"),
+    Option("warmup", "3", "untimed warm-up forward passes per optimization and batch size (>= 1)", "N"),
+    Option("seed", "0", "seed for random weights and synthetic data", "N"),
+    Option("crosscheck", "true",
+           "time each configuration a second way (CUDA events on GPU, torch.utils.benchmark on CPU) and "
+           "record the ratio", "BOOL"),
+    Option("telemetry_interval_ms", "20", "telemetry sampling interval while a benchmark is timed (>= 1)", "MS"),
+    Option("offline", "false", "never download anything (auto weights and dataset fall back at once)", "BOOL"),
+)
+
+OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "auto"
+    optimizations: tuple[str, ...] = ()
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    image_size: int = 224
+    weights: str = "auto"
+    dataset: str = "auto"
+    data_dir: Path = field(default_factory=lambda: Path("~/.cache/densebench").expanduser())
+    output: Path = Path("results")
+    eval_samples: int = 32
+    parity_top1: float = 0.95
+    parity_top5: float = 0.99
+    parity_logit_error: float = 0.5
+    parity_tie_band: float = 0.005
+    warmup: int = 3
+    seed: int = 0
+    crosscheck: bool = True
+    telemetry_interval_ms: int = 20
+    offline: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_sources(cls, flag: Callable[[Option], str | None],
+                     ini: Callable[[Option], str | None] = lambda o: None) -> Settings:
+        """Settings from raw strings: the flag, else the environment, else the ini key, else the default."""
+        raw = {}
+        for opt in OPTIONS:
+            for value in (flag(opt), os.environ.get(opt.env), ini(opt), opt.default):
+                if value is not None and str(value) != "":
+                    raw[opt.key] = str(value)
+                    break
+        return parse(raw)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from keyword values (strings or already-typed), defaults for the rest."""
+        unknown = sorted(set(values) - set(OPTIONS_BY_KEY))
+        if unknown:
+            raise SettingsError(f"unknown densebench setting(s): {', '.join(unknown)}; "
+                                f"allowed: {', '.join(OPTIONS_BY_KEY)}")
+
+        def text(v: Any) -> str:
+            if isinstance(v, (list, tuple)):
+                return ",".join(str(x) for x in v)
+            return str(v).lower() if isinstance(v, bool) else str(v)
+
+        return cls.from_sources(lambda o: text(values[o.key]) if o.key in values else None)
+
+
+def _int(errors: list[str], opt: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        errors.append(f"{opt}: {text!r} is not an integer (allowed: an integer >= {minimum})")
+        return minimum
+    if value < minimum:
+        errors.append(f"{opt}: {value} is too small (allowed: an integer >= {minimum})")
+    return value
+
+
+def _fraction(errors: list[str], opt: str, text: str, upper: float | None = 1.0) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        errors.append(f"{opt}: {text!r} is not a number")
+        return 0.0
+    if value < 0 or (upper is not None and value > upper):
+        allowed = f"0 to {upper}" if upper is not None else "a number >= 0"
+        errors.append(f"{opt}: {value} is out of range (allowed: {allowed})")
+    return value
+
+
+def _bool(errors: list[str], opt: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    errors.append(f"{opt}: {text!r} is not a boolean (allowed: true/false, yes/no, on/off, 1/0)")
+    return False
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise SettingsError(f"--densebench-batch-sizes: {text!r} has an empty entry "
+                            "(allowed: a comma list of positive integers, e.g. 1,8,32)")
+    sizes: list[int] = []
+    for p in parts:
+        try:
+            n = int(p)
+        except ValueError:
+            raise SettingsError(f"--densebench-batch-sizes: {p!r} is not an integer "
+                                "(allowed: a comma list of positive integers, e.g. 1,8,32)") from None
+        if n <= 0:
+            raise SettingsError(f"--densebench-batch-sizes: {n} is not positive "
+                                "(allowed: a comma list of positive integers, e.g. 1,8,32)")
+        if n not in sizes:
+            sizes.append(n)
+    return tuple(sizes)
+
+
+def _device(errors: list[str], text: str) -> str:
+    dev = text.strip().lower()
+    allowed = "auto, cpu, cuda, cuda:N"
+    if dev in ("auto", "cpu"):
+        return dev
+    if dev == "cuda" or dev.startswith("cuda:"):
+        index = 0
+        if dev.startswith("cuda:"):
+            try:
+                index = int(dev.split(":", 1)[1])
+                if index < 0:
+                    raise ValueError
+            except ValueError:
+                errors.append(f"--densebench-device: {text!r} has a bad GPU index (allowed: {allowed})")
+                return dev
+        import torch  # only when CUDA was asked for
+
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no NVIDIA driver or GPU is visible")
+            errors.append(f"--densebench-device: {text!r} was requested but CUDA is not available here "
+                          f"({why}); use --densebench-device cpu or auto")
+        elif index >= torch.cuda.device_count():
+            errors.append(f"--densebench-device: {text!r} does not exist: {torch.cuda.device_count()} CUDA "
+                          f"device(s) visible (allowed: cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        return dev
+    errors.append(f"--densebench-device: {text!r} is not a device (allowed: {allowed})")
+    return dev
+
+
+def _device_kind(device: str, optimizations: str) -> str:
+    """'cpu' or 'cuda': what 'best' is expanded for (auto asks torch, only when 'best' is used)."""
+    if device == "auto" and "best" in optimizations:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def parse(raw: Mapping[str, str]) -> Settings:
+    """Validate raw option strings; raise one SettingsError listing every problem."""
+    from .optimizations import resolve_names  # light: the registry imports no torch
+
+    errors: list[str] = []
+    device = _device(errors, raw["device"])
+    try:
+        optimizations = resolve_names(raw["optimizations"], _device_kind(device, raw["optimizations"]))
+    except SettingsError as exc:
+        errors.append(str(exc))
+        optimizations = ()
+    try:
+        batch_sizes = parse_batch_sizes(raw["batch_sizes"])
+    except SettingsError as exc:
+        errors.append(str(exc))
+        batch_sizes = ()
+    image_size = _int(errors, "--densebench-image-size", raw["image_size"], 32)
+
+    weights = raw["weights"].strip()
+    if weights.lower() in ("auto", "imagenet", "random"):
+        weights = weights.lower()
+    elif not Path(weights).expanduser().is_file():
+        errors.append(f"--densebench-weights: {weights!r} is not an existing file "
+                      "(allowed: auto, imagenet, random, or the path of a DenseNet-121 state dict)")
+
+    dataset = raw["dataset"].strip()
+    if dataset.lower() in ("auto", "tiny-imagenet", "synthetic"):
+        dataset = dataset.lower()
+    elif not Path(dataset).expanduser().is_dir():
+        errors.append(f"--densebench-dataset: {dataset!r} is not an existing directory (allowed: auto, "
+                      "tiny-imagenet, synthetic, or the path of an ImageFolder tree: ROOT/<class>/<image>)")
+
+    settings = Settings(
+        device=device,
+        optimizations=optimizations,
+        batch_sizes=batch_sizes,
+        image_size=image_size,
+        weights=weights,
+        dataset=dataset,
+        data_dir=Path(raw["data_dir"]).expanduser(),
+        output=Path(raw["output"]).expanduser(),
+        eval_samples=_int(errors, "--densebench-eval-samples", raw["eval_samples"], 1),
+        parity_top1=_fraction(errors, "--densebench-parity-top1", raw["parity_top1"]),
+        parity_top5=_fraction(errors, "--densebench-parity-top5", raw["parity_top5"]),
+        parity_tie_band=_fraction(errors, "--densebench-parity-tie-band", raw["parity_tie_band"]),
+        parity_logit_error=_fraction(errors, "--densebench-parity-logit-error", raw["parity_logit_error"],
+                                     upper=None),
+        warmup=_int(errors, "--densebench-warmup", raw["warmup"], 1),
+        seed=_int(errors, "--densebench-seed", raw["seed"], 0),
+        crosscheck=_bool(errors, "--densebench-crosscheck", raw["crosscheck"]),
+        telemetry_interval_ms=_int(errors, "--densebench-telemetry-interval-ms", raw["telemetry_interval_ms"], 1),
+        offline=_bool(errors, "--densebench-offline", raw["offline"]),
+    )
+    if errors:
+        raise SettingsError("invalid densebench configuration:\n  " + "\n  ".join(errors))
+    return settings

@@ -1,0 +1,98 @@
+"""Derived facts from measured results: best per batch size, speedups, what was skipped.
+
+Used by the terminal summary at the end of a pytest run and by ``densebench report``.
+Every statement is computed from the records given; nothing here is canned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    optimization: str
+    batch_size: int
+    throughput: float  # samples/s
+    p99_ms: float | None
+    peak_memory_mb: float | None
+    parity_passed: bool
+    precision: str | None = None
+    label: str = ""  # machine/run label when several runs are merged
+
+
+def rows_from_outcomes(outcomes: Iterable[dict[str, Any]]) -> list[Row]:
+    rows = []
+    for o in outcomes:
+        if o.get("status") not in ("measured", "parity_failed") or not o.get("throughput_samples_per_s"):
+            continue
+        rows.append(Row(o["optimization"], int(o["batch_size"]), float(o["throughput_samples_per_s"]),
+                        (o.get("latency_ms") or {}).get("p99"), o.get("peak_memory_mb"),
+                        o.get("status") == "measured", o.get("precision")))
+    return rows
+
+
+def by_batch(rows: Iterable[Row]) -> dict[tuple[str, int], list[Row]]:
+    groups: dict[tuple[str, int], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r.label, r.batch_size)].append(r)
+    return dict(sorted(groups.items()))
+
+
+def speedup(row: Row, group: list[Row]) -> float | None:
+    base = next((r for r in group if r.optimization == "baseline"), None)
+    return row.throughput / base.throughput if base else None
+
+
+def best(group: list[Row]) -> Row | None:
+    """The fastest row whose parity passed."""
+    ok = [r for r in group if r.parity_passed]
+    return max(ok, key=lambda r: r.throughput) if ok else None
+
+
+def best_under_budget(rows: Iterable[Row], budget_ms: float) -> Row | None:
+    """Highest-throughput (optimization, batch size) whose p99 latency fits the budget."""
+    fit = [r for r in rows if r.parity_passed and r.p99_ms is not None and r.p99_ms <= budget_ms]
+    return max(fit, key=lambda r: r.throughput) if fit else None
+
+
+def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | None = None) -> list[str]:
+    rows = rows_from_outcomes(outcomes)
+    lines = []
+    for (_, bs), group in by_batch(rows).items():
+        top = best(group)
+        if top is None:
+            lines.append(f"batch {bs}: no optimization passed parity")
+            continue
+        sp = speedup(top, group)
+        text = f"batch {bs}: best {top.optimization} {top.throughput:.1f} img/s"
+        text += f" ({sp:.2f}x baseline)" if sp else " (baseline not measured)"
+        if top.p99_ms is not None:
+            text += f", p99 {top.p99_ms:.2f} ms"
+        if top.peak_memory_mb is not None:
+            text += f", peak memory {top.peak_memory_mb:.0f} MB"
+        lines.append(text)
+    if latency_budget_ms is not None:
+        fit = best_under_budget(rows, latency_budget_ms)
+        peak = max((r for r in rows if r.parity_passed), key=lambda r: r.throughput, default=None)
+        if fit:
+            lines.append(f"latency budget {latency_budget_ms:g} ms (p99): {fit.optimization} at batch {fit.batch_size}"
+                         f" gives {fit.throughput:.1f} img/s (p99 {fit.p99_ms:.2f} ms)")
+        else:
+            lines.append(f"latency budget {latency_budget_ms:g} ms (p99): no measured configuration fits")
+        if peak:
+            lines.append(f"peak throughput (no budget): {peak.optimization} at batch {peak.batch_size}, "
+                         f"{peak.throughput:.1f} img/s")
+    seen: set[tuple[str, str]] = set()
+    for o in outcomes:
+        if o["status"] in ("skipped", "failed", "oom", "parity_failed", "crashed", "timeout"):
+            key = (o["optimization"], o.get("reason") or "")
+            if o["status"] == "skipped" and key in seen:
+                continue
+            seen.add(key)
+            where = f" at batch {o['batch_size']}" if o.get("batch_size") and o["status"] != "skipped" else ""
+            lines.append(f"{o['status']}: {o['optimization']}{where}: {o.get('reason')}")
+    return lines

@@ -1,0 +1,440 @@
+"""Telemetry while a benchmark is timed: NVML sampler, torch/psutil memory, CPU, energy.
+
+``Monitor`` wraps exactly the ``benchmark(step)`` call. A background thread samples,
+every ``--densebench-telemetry-interval-ms``, the GPU through NVML (nvidia-ml-py) and the
+process's resident memory through psutil. Energy comes from NVML's total-energy counter
+where the GPU has one, else from integrating sampled power; on CPU from Intel RAPL when
+the kernel exposes it readably. A value this machine cannot give is ``None`` with the
+reason in the namespace's ``reasons`` map, never an invented number.
+
+The sampler reports its own cost: ``telemetry.sampler_overhead_pct`` is the time spent
+inside sampling calls as a percentage of the timed window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import statistics
+import threading
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+NO_DRIVER = "no NVIDIA driver"
+
+
+@cache
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- NVML
+
+
+class Nvml:
+    """A tiny wrapper over pynvml: init once, map torch devices to NVML handles."""
+
+    _lock = threading.Lock()
+    _state: tuple[Any, str | None] | None = None
+
+    @classmethod
+    def module(cls) -> tuple[Any, str | None]:
+        """(pynvml module or None, reason it is unavailable)."""
+        with cls._lock:
+            if cls._state is None:
+                try:
+                    import pynvml
+
+                    pynvml.nvmlInit()
+                    cls._state = (pynvml, None)
+                except ImportError:
+                    cls._state = (None, "nvidia-ml-py (pynvml) is not installed")
+                except Exception as exc:
+                    cls._state = (None, f"{NO_DRIVER} (NVML: {exc})")
+            return cls._state
+
+    @classmethod
+    def handle(cls, device: Any) -> tuple[Any, Any, str | None]:
+        nvml, reason = cls.module()
+        if nvml is None:
+            return None, None, reason
+        if getattr(device, "type", "cpu") != "cuda":
+            return nvml, None, "the benchmark ran on the CPU"
+        import torch
+
+        props = torch.cuda.get_device_properties(device)
+        uuid = str(getattr(props, "uuid", "") or "")
+        with contextlib.suppress(Exception):
+            if uuid:
+                return nvml, nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-"))
+                                                              else f"GPU-{uuid}"), None
+        with contextlib.suppress(Exception):
+            bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+            return nvml, nvml.nvmlDeviceGetHandleByPciBusId(bus), None
+        try:
+            return nvml, nvml.nvmlDeviceGetHandleByIndex(device.index or 0), None
+        except Exception as exc:
+            return nvml, None, f"NVML has no handle for {device}: {exc}"
+
+
+def _throttle_names(nvml: Any, mask: int) -> list[str]:
+    names = []
+    for attr in dir(nvml):
+        for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
+            if attr.startswith(prefix) and attr not in (prefix + "None", prefix + "All"):
+                bit = getattr(nvml, attr)
+                if isinstance(bit, int) and bit and mask & bit:
+                    names.append(attr[len(prefix):])
+    return sorted(set(names))
+
+
+class _GpuProbe:
+    """Reads one NVML sample; each field that fails is disabled with its reason."""
+
+    FIELDS = ("util", "mem_util", "mem_used", "power", "temp", "sm_clock", "throttle")
+
+    def __init__(self, nvml: Any, handle: Any):
+        self.nvml, self.handle = nvml, handle
+        self.reasons: dict[str, str] = {}
+
+    def read(self) -> dict[str, float | int]:
+        nvml, h = self.nvml, self.handle
+        out: dict[str, float | int] = {}
+        readers = {
+            "util": lambda: nvml.nvmlDeviceGetUtilizationRates(h),
+            "mem_used": lambda: nvml.nvmlDeviceGetMemoryInfo(h).used,
+            "power": lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "temp": lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
+            "sm_clock": lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),
+            "throttle": self._throttle,
+        }
+        for key, reader in readers.items():
+            if key in self.reasons:
+                continue
+            try:
+                value = reader()
+            except Exception as exc:
+                self.reasons[key] = f"NVML cannot read it on this GPU: {exc}"
+                continue
+            if key == "util":
+                out["util"], out["mem_util"] = value.gpu, value.memory
+            else:
+                out[key] = value
+        return out
+
+    def _throttle(self) -> int:
+        fn = getattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        return int(fn(self.handle))
+
+    def energy_mj(self) -> int | None:
+        if "energy" in self.reasons:
+            return None
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except Exception as exc:
+            self.reasons["energy"] = f"NVML total-energy counter not supported: {exc}"
+            return None
+
+
+# ---------------------------------------------------------------- RAPL (CPU package energy)
+
+
+def _rapl_zones() -> list[Path]:
+    base = Path("/sys/class/powercap")
+    return sorted(p for p in base.glob("intel-rapl:*") if p.name.count(":") == 1) if base.is_dir() else []
+
+
+def rapl_energy_uj() -> tuple[int | None, str | None]:
+    zones = _rapl_zones()
+    if not zones:
+        return None, "no Intel RAPL power-capping interface in /sys/class/powercap"
+    try:
+        return sum(int((z / "energy_uj").read_text()) for z in zones), None
+    except OSError as exc:
+        return None, f"RAPL energy counter not readable ({exc.strerror or exc})"
+
+
+# ---------------------------------------------------------------- the monitor
+
+
+class Monitor:
+    """Context manager around the timed region; ``result()`` gives the telemetry namespaces."""
+
+    def __init__(self, device: Any, settings: Any = None, interval_s: float | None = None):
+        self.device = device
+        ms = getattr(settings, "telemetry_interval_ms", None)
+        self.interval_s = interval_s if interval_s is not None else (ms if ms is not None else 20) / 1000.0
+        self.samples: list[dict[str, float | int]] = []
+        self.rss_samples: list[int] = []
+        self.busy_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._probe: _GpuProbe | None = None
+        self.gpu_reason: str | None = None
+        nvml, handle, reason = Nvml.handle(device)
+        if handle is not None:
+            self._probe = _GpuProbe(nvml, handle)
+        else:
+            self.gpu_reason = reason
+        import psutil
+
+        self._proc = psutil.Process()
+
+    # -- lifecycle
+    def __enter__(self) -> Monitor:
+        import psutil
+
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_before = torch.cuda.memory_allocated(self.device)
+        self.rss_before = self._proc.memory_info().rss
+        self._cpu_before = self._proc.cpu_times()
+        psutil.cpu_percent(interval=None)  # start the system-wide window
+        self._energy_before = self._probe.energy_mj() if self._probe else None
+        self._rapl_before, self._rapl_reason = rapl_energy_uj()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="densebench-telemetry", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        self.elapsed_s = time.perf_counter() - self._t0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._energy_after = self._probe.energy_mj() if self._probe else None
+        self._rapl_after, _ = rapl_energy_uj()
+        cpu_after = self._proc.cpu_times()
+        self.cpu_s = (cpu_after.user - self._cpu_before.user) + (cpu_after.system - self._cpu_before.system)
+        self.system_cpu_pct = psutil.cpu_percent(interval=None)
+        self.rss_after = self._proc.memory_info().rss
+        if self.device.type == "cuda":
+            import torch
+
+            self.cuda_peak_alloc = torch.cuda.max_memory_allocated(self.device)
+            self.cuda_peak_reserved = torch.cuda.max_memory_reserved(self.device)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            sample: dict[str, float | int] = {"t": t - self._t0}
+            if self._probe is not None:
+                sample.update(self._probe.read())
+            self.samples.append(sample)
+            self.rss_samples.append(self._proc.memory_info().rss)
+            self.busy_s += time.perf_counter() - t
+            self._stop.wait(self.interval_s)
+
+    # -- results
+    def result(self, batch_size: int, calls: int | None = None) -> dict[str, Any]:
+        """Telemetry namespaces; ``calls`` = forward passes inside the window (for energy per image)."""
+        images = calls * batch_size if calls else None
+        return {"memory": self._memory(), "gpu": self._gpu(images), "cpu": self._cpu(images),
+                "telemetry": {"interval_ms": self.interval_s * 1e3, "samples": len(self.samples),
+                              "window_s": self.elapsed_s, "sampler_busy_ms": self.busy_s * 1e3,
+                              "sampler_overhead_pct": 100.0 * self.busy_s / self.elapsed_s
+                              if self.elapsed_s else None,
+                              "images_in_window": images}}
+
+    def _memory(self) -> dict[str, Any]:
+        mb = 1024 * 1024
+        rss_peak = max([self.rss_before, self.rss_after, *self.rss_samples])
+        out: dict[str, Any] = {"rss_mb_before": self.rss_before / mb, "rss_mb_peak": rss_peak / mb,
+                               "rss_mb_after": self.rss_after / mb, "reasons": {}}
+        if self.device.type == "cuda":
+            out["device_peak_allocated_mb"] = self.cuda_peak_alloc / mb
+            out["device_peak_reserved_mb"] = self.cuda_peak_reserved / mb
+            used = [s["mem_used"] for s in self.samples if "mem_used" in s]
+            out["device_used_mb_max"] = max(used) / mb if used else None
+            if not used:
+                out["reasons"]["device_used_mb_max"] = self.gpu_reason or self._why("mem_used")
+        else:
+            for key in ("device_peak_allocated_mb", "device_peak_reserved_mb", "device_used_mb_max"):
+                out[key] = None
+                out["reasons"][key] = "CPU device: no device memory (see rss_mb_peak)"
+        return out
+
+    def _why(self, key: str) -> str:
+        if self._probe is not None and key in self._probe.reasons:
+            return self._probe.reasons[key]
+        return "no samples in the timed window (it was shorter than the sampling interval)"
+
+    def _gpu(self, images: int | None) -> dict[str, Any]:
+        keys = ("utilization_mean_pct", "utilization_max_pct", "memory_utilization_mean_pct", "power_mean_w",
+                "energy_j", "energy_per_image_j", "energy_source", "temperature_max_c", "sm_clock_mean_mhz",
+                "sm_clock_min_mhz", "throttle_reasons")
+        out: dict[str, Any] = dict.fromkeys(keys)
+        out["reasons"] = {}
+        if self._probe is None:
+            out["reason"] = self.gpu_reason
+            out["reasons"] = dict.fromkeys(keys, self.gpu_reason)
+            return out
+
+        def series(key: str) -> list[float]:
+            return [float(s[key]) for s in self.samples if key in s]
+
+        for name, key, fn in (("utilization_mean_pct", "util", statistics.fmean),
+                              ("utilization_max_pct", "util", max),
+                              ("memory_utilization_mean_pct", "mem_util", statistics.fmean),
+                              ("power_mean_w", "power", statistics.fmean),
+                              ("temperature_max_c", "temp", max),
+                              ("sm_clock_mean_mhz", "sm_clock", statistics.fmean),
+                              ("sm_clock_min_mhz", "sm_clock", min)):
+            values = series(key)
+            if values:
+                out[name] = fn(values)
+            else:
+                out["reasons"][name] = self._why(key)
+        masks = [int(s["throttle"]) for s in self.samples if "throttle" in s]
+        if masks:
+            combined = 0
+            for m in masks:
+                combined |= m
+            out["throttle_reasons"] = _throttle_names(self._probe.nvml, combined)
+        else:
+            out["reasons"]["throttle_reasons"] = self._why("throttle")
+        if self._energy_before is not None and self._energy_after is not None:
+            out["energy_j"] = (self._energy_after - self._energy_before) / 1000.0
+            out["energy_source"] = "nvml_total_energy_counter"
+        elif out["power_mean_w"] is not None:
+            out["energy_j"] = out["power_mean_w"] * self.elapsed_s
+            out["energy_source"] = "integrated_power_samples"
+        else:
+            out["reasons"]["energy_j"] = self._probe.reasons.get("energy", "no energy counter and no power samples")
+        if out["energy_j"] is not None and images:
+            out["energy_per_image_j"] = out["energy_j"] / images
+        elif out["energy_j"] is not None:
+            out["reasons"]["energy_per_image_j"] = "the number of images in the window is unknown"
+        for key in ("energy_per_image_j", "energy_source"):
+            if out[key] is None and key not in out["reasons"]:
+                out["reasons"][key] = out["reasons"].get("energy_j", "energy unknown")
+        return out
+
+    def _cpu(self, images: int | None) -> dict[str, Any]:
+        import torch
+
+        logical = os.cpu_count() or 1
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        usable = len(affinity) if affinity else logical
+        out: dict[str, Any] = {
+            "process_utilization_pct": 100.0 * self.cpu_s / self.elapsed_s / usable if self.elapsed_s else None,
+            "process_cpu_s": self.cpu_s,
+            "system_utilization_pct": self.system_cpu_pct,
+            "torch_threads": torch.get_num_threads(),
+            "logical_cpus": logical,
+            "affinity": affinity,
+            "energy_j": None,
+            "energy_per_image_j": None,
+            "reasons": {},
+        }
+        if self._rapl_before is not None and self._rapl_after is not None:
+            delta = self._rapl_after - self._rapl_before
+            if delta < 0:  # counter wrapped
+                out["reasons"]["energy_j"] = "RAPL counter wrapped during the window"
+            else:
+                out["energy_j"] = delta / 1e6
+                out["energy_source"] = "intel_rapl_package"
+                if images:
+                    out["energy_per_image_j"] = out["energy_j"] / images
+        else:
+            out["reasons"]["energy_j"] = self._rapl_reason
+        if out["energy_per_image_j"] is None:
+            out["reasons"]["energy_per_image_j"] = out["reasons"].get("energy_j", "number of images unknown")
+        return out
+
+
+def peak_memory_mb(extra_info: dict[str, Any]) -> float | None:
+    """The memory figure to compare optimizations by: device peak on GPU, process RSS peak on CPU."""
+    mem = extra_info.get("memory") or {}
+    return mem.get("device_peak_allocated_mb") or mem.get("rss_mb_peak")
+
+
+# ---------------------------------------------------------------- machine info
+
+
+PACKAGES = ("torch", "torchvision", "torch-tensorrt", "tensorrt", "onnxruntime", "onnxruntime-gpu", "openvino",
+            "nncf", "torchao", "timm", "numpy", "pytest", "pytest-benchmark", "pytest-xdist", "nvidia-ml-py",
+            "psutil", "tensorboard", "densebench")
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def gpu_inventory() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(one record per visible CUDA GPU, driver-level info); empty with a reason on CPU-only machines."""
+    import torch
+
+    driver: dict[str, Any] = {"cuda_runtime": torch.version.cuda,
+                              "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+                              else None}
+    nvml, reason = Nvml.module()
+    if nvml is not None:
+        with contextlib.suppress(Exception):
+            driver["driver_version"] = _text(nvml.nvmlSystemGetDriverVersion())
+        with contextlib.suppress(Exception):
+            v = nvml.nvmlSystemGetCudaDriverVersion()
+            driver["cuda_driver"] = f"{v // 1000}.{(v % 1000) // 10}"
+    else:
+        driver["driver_version"] = None
+        driver["gpu_reason"] = reason
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            record: dict[str, Any] = {"index": i, "name": p.name, "memory_total_mb": p.total_memory / 2**20,
+                                      "compute_capability": f"{p.major}.{p.minor}",
+                                      "multiprocessors": p.multi_processor_count}
+            _, handle, _ = Nvml.handle(torch.device("cuda", i))
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    record["power_limit_w"] = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+                with contextlib.suppress(Exception):
+                    record["uuid"] = _text(nvml.nvmlDeviceGetUUID(handle))
+            gpus.append(record)
+    elif "gpu_reason" not in driver:
+        driver["gpu_reason"] = "torch sees no CUDA device"
+    return gpus, driver
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    gpus, driver = gpu_inventory()
+    return {
+        "cpu_model": cpu_model_name(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cpus": psutil.cpu_count(logical=False),
+        "memory_total_mb": psutil.virtual_memory().total / 2**20,
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        **driver,
+        "libraries": library_versions(),
+    }

@@ -1,0 +1,110 @@
+"""Shared test helpers: a fast suite runner for pytester, fabricated datasets, no network."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# Nothing may download at test time: 'auto' weights and datasets fall back at once.
+os.environ["DENSEBENCH_OFFLINE"] = "1"
+
+# Small, quick settings for runs of the suite inside pytester.
+FAST = (
+    "-p", "densebench.plugin",
+    "--densebench-device=cpu",
+    "--densebench-weights=random",
+    "--densebench-dataset=synthetic",
+    "--densebench-image-size=32",
+    "--densebench-eval-samples=8",
+    "--densebench-warmup=1",
+    "--densebench-crosscheck=false",
+    "--benchmark-min-rounds=2",
+    "--benchmark-max-time=0.02",
+)
+
+SUITE = "from densebench.suite.test_inference import test_inference\n"
+
+
+class SuiteRun:
+    def __init__(self, result: pytest.RunResult, path: Path):
+        self.result = result
+        self.path = path
+        self.json = json.loads(path.read_text()) if path.exists() else None
+
+    @property
+    def benchmarks(self) -> dict[str, dict]:
+        return {b["param"]: b for b in (self.json or {}).get("benchmarks", [])}
+
+    def outcomes(self, status: str | None = None) -> list[dict]:
+        found = (self.json or {}).get("densebench", {}).get("outcomes", [])
+        return [o for o in found if status is None or o["status"] == status]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pytester_sub(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester for runs that import torch: those must run in a subprocess.
+
+    An in-process pytester run restores ``sys.modules`` afterwards, so the next run would
+    import torch's C extensions a second time into the same interpreter, which corrupts it.
+    """
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return pytester
+
+
+@pytest.fixture
+def run_suite(pytester_sub: pytest.Pytester):
+    """Run the densebench suite in a pytester subprocess with FAST settings; returns a SuiteRun."""
+    pytester_sub.makepyfile(test_suite=SUITE)
+
+    def run(*args: str, json_name: str = "out.json", fast: tuple[str, ...] = FAST) -> SuiteRun:
+        result = pytester_sub.runpytest_subprocess(*fast, f"--benchmark-json={json_name}", *args)
+        return SuiteRun(result, pytester_sub.path / json_name)
+
+    return run
+
+
+TINY_WNIDS = ("n01443537", "n01629819", "n02124075")  # goldfish, European fire salamander, Egyptian cat
+
+
+def jpeg_bytes(seed: int, size: int = 64) -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (size, size), ((seed * 53) % 256, (seed * 97) % 256, (seed * 31) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def make_tiny_zip(path: Path, per_class: int = 2, extra: dict[str, bytes] | None = None) -> Path:
+    """A Tiny-ImageNet-200-shaped archive: wnids, words, a train entry and a labelled val split."""
+    root = "tiny-imagenet-200"
+    lines = []
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{root}/wnids.txt", "\n".join(TINY_WNIDS) + "\n")
+        zf.writestr(f"{root}/words.txt", "".join(f"{w}\tclass {w}\n" for w in TINY_WNIDS))
+        zf.writestr(f"{root}/train/{TINY_WNIDS[0]}/images/{TINY_WNIDS[0]}_0.JPEG", jpeg_bytes(99))
+        i = 0
+        for wnid in TINY_WNIDS:
+            for _ in range(per_class):
+                zf.writestr(f"{root}/val/images/val_{i}.JPEG", jpeg_bytes(i))
+                lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+                i += 1
+        zf.writestr(f"{root}/val/val_annotations.txt", "\n".join(lines) + "\n")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def tiny_zip(tmp_path: Path) -> Path:
+    return make_tiny_zip(tmp_path / "tiny-imagenet-200.zip")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import parity as parity_mod
-from . import telemetry, timing
+from . import profiling, telemetry, timing
 from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
 from .settings import Settings
 
@@ -88,6 +88,8 @@ class DenseBench:
         self.settings = settings
         self.outcomes: list[Outcome] = []
         self._runner: tuple[str, Runner | BaseException] | None = None
+        self.run_name = profiling.run_name()
+        self.scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
 
     # ------------------------------------------------------------ session resources (lazy)
 
@@ -256,8 +258,16 @@ class DenseBench:
                     crosscheck = timing.cuda_crosscheck(step)
                 else:
                     crosscheck = timing.cpu_crosscheck(step, torch.get_num_threads(), stats.stats.median)
+            profile = None
+            if s.profile:  # extra rounds after timing, never inside the timed ones
+                profile = profiling.profile_rounds(step, device, s.output, self.run_name,
+                                                   f"{runner.name}-bs{batch_size}", s.profile_rounds)
         info = self._extra_info(benchmark, runner, batch_size, warmup_s, first_use, parity, monitor,
                                 crosscheck, recompiles, calls_in_window)
+        if profile is not None:
+            info["profile"] = profile
+        if self.scalars is not None:
+            info["tensorboard_run"] = str(self.scalars.write(info))
         benchmark.extra_info.update(info)
         self.note(runner.name, batch_size, "measured" if parity["passed"] else "parity_failed",
                   None if parity["passed"] else "; ".join(parity["failures"]),
@@ -305,13 +315,23 @@ class DenseBench:
         info.update(monitor.result(batch_size, calls))
         return info
 
+    def close(self) -> None:
+        """End of the session: release the last runner, flush TensorBoard writers."""
+        if self._runner is not None:
+            self.release_runner()
+        if self.scalars is not None:
+            self.scalars.close()
+
     # ------------------------------------------------------------ run-level record
 
     def run_info(self) -> dict[str, Any]:
         from . import __version__
 
-        info: dict[str, Any] = {"version": __version__, "settings": self.settings.as_dict(),
+        info: dict[str, Any] = {"version": __version__, "run": self.run_name,
+                                "settings": self.settings.as_dict(),
                                 "outcomes": [o.as_dict() for o in self.outcomes]}
+        if self.scalars is not None:
+            info["tensorboard_logdir"] = str(self.scalars.dir)
         if "device" in self.__dict__:
             info["device"] = str(self.device)
             info["device_name"] = device_name(self.device)

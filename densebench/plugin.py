@@ -18,8 +18,10 @@ SESSION_KEY: pytest.StashKey[Any] = pytest.StashKey()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("densebench", "densebench: DenseNet-121 inference benchmarks")
     for opt in OPTIONS:
+        # booleans work as bare flags too: --densebench-profile == --densebench-profile=true
+        extra = {"nargs": "?", "const": "true"} if opt.boolean else {}
         group.addoption(opt.flag, dest=f"densebench_{opt.key}", default=None, metavar=opt.metavar,
-                        help=f"{opt.help}. Default: {opt.default}; env {opt.env}; ini {opt.ini}.")
+                        help=f"{opt.help}. Default: {opt.default}; env {opt.env}; ini {opt.ini}.", **extra)
         parser.addini(opt.ini, help=opt.help, default=None)
 
 
@@ -97,6 +99,12 @@ def optimized(densebench_session: Any, optimization: str, batch_size: int) -> An
     except BuildFailed as exc:
         densebench_session.note(optimization, batch_size, "failed", str(exc))
         pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    dense = session.config.stash.get(SESSION_KEY, None)
+    if dense is not None:
+        dense.close()
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:

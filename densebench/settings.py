@@ -32,6 +32,10 @@ class Option:
     metavar: str = "VALUE"
 
     @property
+    def boolean(self) -> bool:
+        return self.metavar == "BOOL"
+
+    @property
     def flag(self) -> str:
         return "--densebench-" + self.key.replace("_", "-")
 
@@ -80,6 +84,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("crosscheck", "true",
            "time each configuration a second way (CUDA events on GPU, torch.utils.benchmark on CPU) and "
            "record the ratio", "BOOL"),
+    Option("profile", "false",
+           "after timing, profile a few extra rounds with torch.profiler: Chrome/Perfetto + TensorBoard "
+           "traces under the output directory, top ops/kernels in extra_info", "BOOL"),
+    Option("profile_rounds", "3", "rounds per profiled benchmark (>= 1)", "N"),
+    Option("tensorboard", "false",
+           "write throughput, latency, memory and utilization scalars as TensorBoard event files "
+           "(OUTPUT/tensorboard/RUN/OPTIMIZATION)", "BOOL"),
     Option("telemetry_interval_ms", "20", "telemetry sampling interval while a benchmark is timed (>= 1)", "MS"),
     Option("offline", "false", "never download anything (auto weights and dataset fall back at once)", "BOOL"),
 )
@@ -108,6 +119,9 @@ class Settings:
     warmup: int = 3
     seed: int = 0
     crosscheck: bool = True
+    profile: bool = False
+    profile_rounds: int = 3
+    tensorboard: bool = False
     telemetry_interval_ms: int = 20
     offline: bool = False
 
@@ -292,6 +306,9 @@ def parse(raw: Mapping[str, str]) -> Settings:
         warmup=_int(errors, "--densebench-warmup", raw["warmup"], 1),
         seed=_int(errors, "--densebench-seed", raw["seed"], 0),
         crosscheck=_bool(errors, "--densebench-crosscheck", raw["crosscheck"]),
+        profile=_bool(errors, "--densebench-profile", raw["profile"]),
+        profile_rounds=_int(errors, "--densebench-profile-rounds", raw["profile_rounds"], 1),
+        tensorboard=_bool(errors, "--densebench-tensorboard", raw["tensorboard"]),
         telemetry_interval_ms=_int(errors, "--densebench-telemetry-interval-ms", raw["telemetry_interval_ms"], 1),
         offline=_bool(errors, "--densebench-offline", raw["offline"]),
     )

@@ -1,11 +1,14 @@
 """Telemetry while a benchmark is timed: NVML sampler, torch/psutil memory, CPU, energy.
 
 ``Monitor`` wraps exactly the ``benchmark(step)`` call. A background thread samples,
-every ``--densebench-telemetry-interval-ms``, the GPU through NVML (nvidia-ml-py) and the
-process's resident memory through psutil. Energy comes from NVML's total-energy counter
-where the GPU has one, else from integrating sampled power; on CPU from Intel RAPL when
-the kernel exposes it readably. A value this machine cannot give is ``None`` with the
-reason in the namespace's ``reasons`` map, never an invented number.
+every ``--densebench-telemetry-interval-ms``, the GPU through NVML (nvidia-ml-py). The
+process's peak resident memory comes from the kernel's high-water mark (``VmHWM``, reset
+at the start of the window through ``/proc/self/clear_refs``), so on a CPU-only run no
+sampling thread is needed at all; where the reset is not allowed, the thread samples RSS.
+Energy comes from NVML's total-energy counter where the GPU has one, else from
+integrating sampled power; on CPU from Intel RAPL when the kernel exposes it readably.
+A value this machine cannot give is ``None`` with the reason in the namespace's
+``reasons`` map, never an invented number.
 
 The sampler reports its own cost: ``telemetry.sampler_overhead_pct`` is the time spent
 inside sampling calls as a percentage of the timed window.
@@ -165,6 +168,29 @@ def rapl_energy_uj() -> tuple[int | None, str | None]:
         return None, f"RAPL energy counter not readable ({exc.strerror or exc})"
 
 
+# ---------------------------------------------------------------- peak RSS
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 # ---------------------------------------------------------------- the monitor
 
 
@@ -206,9 +232,11 @@ class Monitor:
         psutil.cpu_percent(interval=None)  # start the system-wide window
         self._energy_before = self._probe.energy_mj() if self._probe else None
         self._rapl_before, self._rapl_reason = rapl_energy_uj()
+        self._hwm = reset_peak_rss()
         self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, name="densebench-telemetry", daemon=True)
-        self._thread.start()
+        if self._probe is not None or not self._hwm:
+            self._thread = threading.Thread(target=self._run, name="densebench-telemetry", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -224,6 +252,7 @@ class Monitor:
         self.cpu_s = (cpu_after.user - self._cpu_before.user) + (cpu_after.system - self._cpu_before.system)
         self.system_cpu_pct = psutil.cpu_percent(interval=None)
         self.rss_after = self._proc.memory_info().rss
+        self.rss_hwm = peak_rss_bytes() if self._hwm else None
         if self.device.type == "cuda":
             import torch
 
@@ -237,7 +266,8 @@ class Monitor:
             if self._probe is not None:
                 sample.update(self._probe.read())
             self.samples.append(sample)
-            self.rss_samples.append(self._proc.memory_info().rss)
+            if not self._hwm:
+                self.rss_samples.append(self._proc.memory_info().rss)
             self.busy_s += time.perf_counter() - t
             self._stop.wait(self.interval_s)
 
@@ -247,6 +277,8 @@ class Monitor:
         images = calls * batch_size if calls else None
         return {"memory": self._memory(), "gpu": self._gpu(images), "cpu": self._cpu(images),
                 "telemetry": {"interval_ms": self.interval_s * 1e3, "samples": len(self.samples),
+                              "sampler_thread": self._thread is not None,
+                              "rss_peak_source": "kernel_high_water_mark" if self._hwm else "sampled",
                               "window_s": self.elapsed_s, "sampler_busy_ms": self.busy_s * 1e3,
                               "sampler_overhead_pct": 100.0 * self.busy_s / self.elapsed_s
                               if self.elapsed_s else None,
@@ -254,7 +286,7 @@ class Monitor:
 
     def _memory(self) -> dict[str, Any]:
         mb = 1024 * 1024
-        rss_peak = max([self.rss_before, self.rss_after, *self.rss_samples])
+        rss_peak = max([self.rss_before, self.rss_after, self.rss_hwm or 0, *self.rss_samples])
         out: dict[str, Any] = {"rss_mb_before": self.rss_before / mb, "rss_mb_peak": rss_peak / mb,
                                "rss_mb_after": self.rss_after / mb, "reasons": {}}
         if self.device.type == "cuda":

@@ -1,0 +1,170 @@
+"""Telemetry: real psutil/profiler/TensorBoard paths on CPU, NVML arithmetic against a fake device."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from densebench import telemetry
+from densebench.telemetry import Monitor, Nvml
+
+
+def busy_work(seconds: float) -> None:
+    a = torch.randn(256, 256)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = (a @ a).tanh()
+
+
+def test_cpu_monitor_is_real_and_says_why_gpu_fields_are_null() -> None:
+    monitor = Monitor(torch.device("cpu"), interval_s=0.005)
+    with monitor:
+        busy_work(0.2)
+        blob = torch.ones(100 * 2**20, dtype=torch.uint8)  # +100 MiB resident inside the window
+        del blob
+    result = monitor.result(batch_size=4, calls=10)
+    assert result["telemetry"]["images_in_window"] == 40
+    mem = result["memory"]
+    assert mem["rss_mb_peak"] - mem["rss_mb_before"] >= 90, "the peak RSS inside the window is seen"
+    assert mem["device_peak_allocated_mb"] is None and "CPU device" in mem["reasons"]["device_peak_allocated_mb"]
+    cpu = result["cpu"]
+    assert cpu["process_utilization_pct"] > 20
+    assert cpu["torch_threads"] == torch.get_num_threads()
+    if cpu["energy_j"] is None:
+        assert cpu["reasons"]["energy_j"]
+    gpu = result["gpu"]
+    assert gpu["utilization_mean_pct"] is None and gpu["energy_per_image_j"] is None
+    if not torch.cuda.is_available():
+        assert gpu["reason"]
+        assert all(gpu["reasons"][k] == gpu["reason"] for k in ("power_mean_w", "energy_j"))
+        if Nvml.module()[0] is None:
+            assert "no NVIDIA driver" in gpu["reason"] or "not installed" in gpu["reason"]
+            if telemetry.reset_peak_rss():
+                # nothing to sample: no thread competes with the timed work
+                assert result["telemetry"]["sampler_thread"] is False
+                assert result["telemetry"]["rss_peak_source"] == "kernel_high_water_mark"
+
+
+def test_sampler_thread_starts_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "reset_peak_rss", lambda: False)  # force RSS sampling
+    monitor = Monitor(torch.device("cpu"), interval_s=0.005)
+    with monitor:
+        assert monitor._thread is not None and monitor._thread.is_alive()
+        blob = torch.ones(64 * 2**20, dtype=torch.uint8)
+        time.sleep(0.1)
+        del blob
+        time.sleep(0.05)
+    assert not monitor._thread.is_alive(), "the sampler thread stops with the timed region"
+    result = monitor.result(batch_size=1, calls=1)
+    assert result["telemetry"]["samples"] >= 10
+    assert result["telemetry"]["rss_peak_source"] == "sampled"
+    assert 0 <= result["telemetry"]["sampler_overhead_pct"] < 10
+    assert result["memory"]["rss_mb_peak"] - result["memory"]["rss_mb_before"] >= 50
+
+
+class FakeNvml:
+    """A stand-in for pynvml on a machine without a GPU: fixed readings, a counting energy meter."""
+
+    NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1
+    nvmlClocksEventReasonGpuIdle = 0x1
+    nvmlClocksEventReasonSwPowerCap = 0x4
+    nvmlClocksEventReasonHwSlowdown = 0x8
+
+    def __init__(self, energy_counter: bool = True):
+        self.energy_counter = energy_counter
+        self.energy_mj = 1_000_000
+        self.lock = threading.Lock()
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return SimpleNamespace(gpu=80, memory=30)
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return SimpleNamespace(used=2 * 1024**3)
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return 250_000  # mW
+
+    def nvmlDeviceGetTemperature(self, h, kind):
+        return 61
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return 1980
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        return 0x4
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        if not self.energy_counter:
+            raise RuntimeError("Not Supported")
+        with self.lock:
+            self.energy_mj += 500  # 0.5 J between reads
+            return self.energy_mj
+
+
+@pytest.mark.parametrize("energy_counter", [True, False])
+def test_nvml_arithmetic_with_a_fake_device(energy_counter: bool) -> None:
+    fake = FakeNvml(energy_counter)
+    monitor = Monitor(torch.device("cpu"), interval_s=0.002)
+    monitor._probe = telemetry._GpuProbe(fake, handle=object())
+    monitor.gpu_reason = None
+    with monitor:
+        time.sleep(0.1)
+    gpu = monitor.result(batch_size=8, calls=5)["gpu"]
+    assert gpu["utilization_mean_pct"] == 80 and gpu["utilization_max_pct"] == 80
+    assert gpu["memory_utilization_mean_pct"] == 30
+    assert gpu["power_mean_w"] == 250.0
+    assert gpu["temperature_max_c"] == 61 and gpu["sm_clock_min_mhz"] == 1980
+    assert gpu["throttle_reasons"] == ["SwPowerCap"]
+    if energy_counter:
+        assert gpu["energy_source"] == "nvml_total_energy_counter"
+        assert gpu["energy_j"] == pytest.approx(0.5)
+    else:
+        assert gpu["energy_source"] == "integrated_power_samples"
+        assert gpu["energy_j"] == pytest.approx(250.0 * monitor.elapsed_s)
+    assert gpu["energy_per_image_j"] == pytest.approx(gpu["energy_j"] / 40)
+
+
+def test_machine_info_has_library_versions() -> None:
+    info = telemetry.machine_info()
+    assert info["libraries"]["torch"] == torch.__version__.split("+")[0] or info["libraries"]["torch"]
+    assert info["libraries"]["pytest-benchmark"]
+    assert info["logical_cpus"] >= 1 and info["cpu_model"]
+    if not torch.cuda.is_available():
+        assert info["gpus"] == [] and info["gpu_reason"]
+
+
+@pytest.mark.slow
+def test_profile_and_tensorboard_outputs(run_suite) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = run_suite("--densebench-optimizations=baseline,channels_last", "--densebench-batch-sizes=1,2",
+                    "--densebench-profile", "--densebench-profile-rounds=2", "--densebench-tensorboard",
+                    "--densebench-output=out")
+    run.result.assert_outcomes(passed=4)
+    for param, bench in run.benchmarks.items():
+        info = bench["extra_info"]
+        prof = info["profile"]
+        trace = json.loads(Path(prof["chrome_trace"]).read_text())
+        names = {e.get("name") for e in trace["traceEvents"]}
+        assert "aten::conv2d" in names, f"{param}: the Chrome trace has the model's ops"
+        assert Path(prof["tensorboard_trace"]).name.endswith(".pt.trace.json")
+        assert prof["top_ops"] and prof["top_ops"][0]["self_cpu_ms_per_round"] > 0
+        # the profiled rounds are extra: not in the telemetry window of the timed rounds
+        assert info["telemetry"]["images_in_window"] == info["batch_size"] * (bench["stats"]["rounds"] + 2)
+        assert info["memory"]["rss_mb_peak"] > 0 and info["cpu"]["process_utilization_pct"] is not None
+    logdir = Path(run.json["densebench"]["tensorboard_logdir"])
+    for optimization in ("baseline", "channels_last"):
+        acc = EventAccumulator(str(logdir / optimization))
+        acc.Reload()
+        points = {e.step: e.value for e in acc.Scalars("throughput_samples_per_s")}
+        for bs in (1, 2):
+            expected = run.benchmarks[f"{optimization}-bs{bs}"]["extra_info"]["throughput_samples_per_s"]
+            assert points[bs] == pytest.approx(expected, rel=1e-5)
+        assert "latency_ms/p99" in acc.Tags()["scalars"]

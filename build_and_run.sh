@@ -10,7 +10,9 @@ optimizations=""
 batch_sizes=""
 image_size=""
 venv="$repo/.venv"
-extras="onnxruntime,openvino,int8,report"
+workers=""
+docker_mode=auto
+extras="onnxruntime,openvino,int8,report,xdist"
 pytest_extra=()
 
 usage() {
@@ -26,6 +28,11 @@ output directory, with traces, caches and the results journal beside it.
                            (default: best — the candidates worth trying on this device)
   --batch-sizes LIST       comma list of batch sizes (default: 1,8 on CPU, 1,32,256 on GPU)
   --image-size N           input size in pixels (default: 224)
+  --workers N|auto         pytest-xdist workers, each pinned to its own GPU (auto: one per GPU) or to
+                           its own slice of CPU cores; results still land in one JSON (default: 1)
+  --docker MODE            auto (default): run in the Docker image when a Docker engine and an NVIDIA GPU
+                           are present (and --gpu-enabled is not false), else in a local venv;
+                           true: require Docker; false: always the local virtual environment
   --venv DIR               virtual environment to create or reuse (default: ./.venv)
   -h, --help               this help
 
@@ -50,6 +57,10 @@ while [ $# -gt 0 ]; do
         --batch-sizes=*) batch_sizes=${1#*=}; shift ;;
         --image-size) need_value "$@"; image_size=$2; shift 2 ;;
         --image-size=*) image_size=${1#*=}; shift ;;
+        --workers) need_value "$@"; workers=$2; shift 2 ;;
+        --workers=*) workers=${1#*=}; shift ;;
+        --docker) need_value "$@"; docker_mode=$2; shift 2 ;;
+        --docker=*) docker_mode=${1#*=}; shift ;;
         --venv) need_value "$@"; venv=$2; shift 2 ;;
         --venv=*) venv=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -62,8 +73,15 @@ case "$gpu_enabled" in
     true|false|auto) ;;
     *) die "--gpu-enabled must be true, false or auto (got '$gpu_enabled')" ;;
 esac
+case "$docker_mode" in
+    true|false|auto) ;;
+    *) die "--docker must be true, false or auto (got '$docker_mode')" ;;
+esac
 if [ -n "$batch_sizes" ] && ! [[ "$batch_sizes" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
     die "--batch-sizes must be a comma list of positive integers (got '$batch_sizes')"
+fi
+if [ -n "$workers" ] && ! [[ "$workers" =~ ^([0-9]+|auto)$ ]]; then
+    die "--workers must be a positive integer or auto (got '$workers')"
 fi
 if [ -n "$image_size" ] && ! [[ "$image_size" =~ ^[0-9]+$ ]]; then
     die "--image-size must be a positive integer (got '$image_size')"
@@ -71,6 +89,38 @@ fi
 mkdir -p "$output_dir" 2>/dev/null || die "cannot create the output directory '$output_dir'"
 [ -w "$output_dir" ] || die "the output directory '$output_dir' is not writable"
 output_dir=$(cd "$output_dir" && pwd)
+
+have_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+have_nvidia() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+use_docker=false
+case "$docker_mode" in
+    true) have_engine || die "--docker true, but no Docker engine answers here ('docker info' fails)"
+          use_docker=true ;;
+    auto) if [ "$gpu_enabled" != false ] && have_engine && have_nvidia; then use_docker=true; fi ;;
+esac
+
+if [ "$use_docker" = true ]; then
+    variant=gpu
+    gpu_flags=(--gpus all)
+    if [ "$gpu_enabled" = false ] || ! have_nvidia; then
+        [ "$gpu_enabled" = true ] && die "--gpu-enabled true, but no NVIDIA GPU is visible (nvidia-smi -L fails)"
+        variant=cpu
+        gpu_flags=()
+    fi
+    [ -n "$batch_sizes" ] || { if [ "$variant" = gpu ]; then batch_sizes=1,32,256; else batch_sizes=1,8; fi; }
+    args=(--densebench-batch-sizes "$batch_sizes" --densebench-optimizations "${optimizations:-best}")
+    [ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
+    [ -n "$workers" ] && args+=(-n "$workers")
+    echo "build_and_run.sh: Docker image densebench:$variant, batch_sizes=$batch_sizes output=$output_dir"
+    docker build -f "$repo/docker/Dockerfile" --build-arg "VARIANT=$variant" -t "densebench:$variant" "$repo"
+    set +e
+    docker run --rm "${gpu_flags[@]}" --shm-size 8g --user "$(id -u):$(id -g)" -e HOME=/tmp \
+        -v "$output_dir:/results" -v densebench-cache:/cache "densebench:$variant" "${args[@]}" "${pytest_extra[@]}"
+    status=$?
+    set -e
+    echo "build_and_run.sh: JSON: $output_dir/results.json  report: $output_dir/report.html"
+    exit $status
+fi
 
 "$repo/scripts/bootstrap.sh" "$venv" "$extras"
 python="$venv/bin/python"
@@ -88,6 +138,7 @@ fi
 args=(--densebench-device "$device" --densebench-batch-sizes "$batch_sizes"
       --densebench-optimizations "${optimizations:-best}")
 [ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
+[ -n "$workers" ] && args+=(-n "$workers")
 
 echo "build_and_run.sh: device=$device batch_sizes=$batch_sizes optimizations=${optimizations:-best} output=$output_dir"
 cd "$repo"
@@ -95,5 +146,5 @@ set +e
 "$python" -m densebench.cli run --output "$output_dir" "${args[@]}" "${pytest_extra[@]}"
 status=$?
 set -e
-echo "build_and_run.sh: JSON: $output_dir/results.json"
+echo "build_and_run.sh: JSON: $output_dir/results.json  report: $output_dir/report.html"
 exit $status

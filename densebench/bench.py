@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import parity as parity_mod
-from . import profiling, telemetry, timing
+from . import profiling, summary, telemetry, timing
 from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
 from .settings import Settings
 
@@ -33,6 +33,15 @@ class InputError(Exception):
 
 class BuildFailed(Exception):
     """Building an optimization raised; kept so later batch sizes fail fast with the same error."""
+
+
+class OutOfMemory(Exception):
+    """This optimization and batch size do not fit in memory: recorded as 'oom', the run goes on."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
 @dataclass
@@ -89,6 +98,9 @@ class DenseBench:
         self.outcomes: list[Outcome] = []
         self._runner: tuple[str, Runner | BaseException] | None = None
         self.run_name = profiling.run_name()
+        self.worker: dict[str, Any] | None = None  # this xdist worker's pinning
+        self.parallel: dict[str, Any] | None = None  # on an xdist controller: workers and pinning
+        self.workers: list[dict[str, Any]] = []  # on an xdist controller: each worker's run record
         self.scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
 
     # ------------------------------------------------------------ session resources (lazy)
@@ -126,12 +138,28 @@ class DenseBench:
         from . import data
 
         s = self.settings
-        n = max(s.eval_samples, max(s.batch_sizes, default=1))
+        n = max(s.eval_samples + s.calibration_samples, max(s.batch_sizes, default=1))
         return data.load(s.dataset, s.data_dir, n, s.image_size, s.seed, s.offline)
 
     @cached_property
     def eval_set(self) -> tuple[Any, Any]:
         return self.data.eval_set(self.settings.eval_samples)
+
+    @cached_property
+    def calibration(self) -> tuple[Any, bool]:
+        """(calibration images for quantization, whether they overlap the parity images)."""
+        return self.data.calibration_set(len(self.eval_set[0]), self.settings.calibration_samples)
+
+    @cached_property
+    def model_digest(self) -> str:
+        """Short hash of the weights: compile/engine caches are keyed by it."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
 
     @cached_property
     def baseline_logits(self) -> Any:
@@ -149,9 +177,13 @@ class DenseBench:
         return self.settings.output
 
     def context(self) -> BuildContext:
-        images, _ = self.eval_set
-        cache = self.output_dir / "cache"
-        return BuildContext(device=self.device, settings=self.settings, calibration=images, cache_dir=cache)
+        import os
+
+        cache = (self.output_dir / "cache").resolve()
+        # Inductor's FX-graph and AOTAutograd caches: a second run of the same model skips most compiling.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        return BuildContext(device=self.device, settings=self.settings, calibration=self.calibration[0],
+                            cache_dir=cache, model_digest=self.model_digest)
 
     @property
     def thresholds(self) -> parity_mod.Thresholds:
@@ -174,6 +206,9 @@ class DenseBench:
         if self._runner is not None and isinstance(self._runner[1], Runner):
             self._runner[1].release()
         self._runner = None
+        self._free_device_memory()
+
+    def _free_device_memory(self) -> None:
         gc.collect()
         if self.device.type == "cuda":
             import torch
@@ -195,9 +230,12 @@ class DenseBench:
                 built = exc
             except Exception as exc:  # contained: this optimization fails, the run goes on
                 if is_oom(exc):
-                    self.release_runner()
-                built = BuildFailed(f"building {name} failed: {type(exc).__name__}: {exc}")
+                    built = OutOfMemory(f"out of memory while building {name} at batch size {batch_size}: "
+                                        f"{_first_line(exc)}")
+                else:
+                    built = BuildFailed(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}")
                 built.__cause__ = exc
+                self._free_device_memory()
             self._runner = (name, built)
         result = self._runner[1]
         if isinstance(result, BaseException):
@@ -223,15 +261,26 @@ class DenseBench:
         reference = self.baseline_logits
 
         benchmark.group = f"batch_size={batch_size}"
-        x = runner.prepare(self.data.batch(batch_size))
-        sync()
+        where = f"{runner.name} at batch size {batch_size}"
         with runner.activated():
-            start = time.perf_counter()
-            for _ in range(s.warmup):
-                runner(x)
-            sync()
-            warmup_s = time.perf_counter() - start
-            logits = parity_mod.predict(runner, images, batch_size)
+            oom = None
+            try:
+                x = runner.prepare(self.data.batch(batch_size))
+                sync()
+                start = time.perf_counter()
+                for _ in range(s.warmup):
+                    runner(x)
+                sync()
+                warmup_s = time.perf_counter() - start
+                logits = parity_mod.predict(runner, images, batch_size)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                oom = f"out of memory: {where}: {_first_line(exc)}"
+            if oom:  # raised outside the handler, so no traceback keeps the big tensors alive
+                x = None
+                self._free_device_memory()
+                raise OutOfMemory(oom)
             label_note = None
             if labels is not None and self.weights.source != "imagenet":
                 label_note = "weights are not ImageNet weights: accuracy is not meaningful"
@@ -246,9 +295,17 @@ class DenseBench:
             try:
                 with monitor:
                     benchmark(step)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                oom = f"out of memory: {where} while timing: {_first_line(exc)}"
             finally:
                 if gc_was_enabled:
                     gc.enable()
+            if oom:
+                step.x = x = None
+                self._free_device_memory()
+                raise OutOfMemory(oom)
             recompiles = _compile_count() - compiles_before
             calls_in_window = step.calls
             crosscheck = None
@@ -272,7 +329,8 @@ class DenseBench:
         self.note(runner.name, batch_size, "measured" if parity["passed"] else "parity_failed",
                   None if parity["passed"] else "; ".join(parity["failures"]),
                   throughput_samples_per_s=info["throughput_samples_per_s"], latency_ms=info["latency_ms"],
-                  peak_memory_mb=telemetry.peak_memory_mb(info), precision=runner.precision)
+                  peak_memory_mb=telemetry.peak_memory_mb(info), precision=runner.precision,
+                  build_s=info["build_s"], warmup_s=info["warmup_s"])
         if recompiles:
             raise AssertionError(f"{runner.name}: {recompiles} compilation(s) happened inside the timed rounds; "
                                  "the warm-up did not cover this shape, so these numbers include compile time")
@@ -308,12 +366,21 @@ class DenseBench:
             "weights": self.weights.source,
             "dataset": self.data.info.source,
         }
+        if self.worker is not None:
+            info["worker"] = self.worker
         if crosscheck is not None and median_s:
             other = crosscheck.get("median_ms")
             crosscheck["ratio"] = (other / (median_s * 1e3)) if other else None
         info["crosscheck"] = crosscheck
         info.update(monitor.result(batch_size, calls))
         return info
+
+    def add_worker(self, run_info: dict[str, Any]) -> None:
+        """On an xdist controller: take in a worker's outcomes and record."""
+        self.workers.append(run_info)
+        for o in run_info.get("outcomes", []):
+            o = dict(o)
+            self.note(o.pop("optimization"), o.pop("batch_size"), o.pop("status"), o.pop("reason"), **o)
 
     def close(self) -> None:
         """End of the session: release the last runner, flush TensorBoard writers."""
@@ -339,6 +406,23 @@ class DenseBench:
             info["weights"] = self.weights.as_dict()
         if "data" in self.__dict__:
             info["dataset"] = self.data.info.as_dict()
+        if self.workers:
+            info["workers"] = [{k: w.get(k) for k in ("worker", "device", "device_name", "weights", "dataset")}
+                               for w in self.workers]
+            for key in ("device", "device_name", "weights", "dataset", "calibration"):
+                if key not in info and key in self.workers[0]:
+                    info[key] = self.workers[0][key]
+        if self.worker is not None:
+            info["worker"] = self.worker
+        if self.parallel is not None:
+            info["parallel"] = self.parallel
+        if "calibration" in self.__dict__:
+            info["calibration"] = {"images": len(self.calibration[0]), "overlaps_parity_set": self.calibration[1]}
+        measured = [o for o in self.outcomes if o.status in ("measured", "parity_failed")]
+        build = sum(o.summary.get("build_s") or 0.0 for o in measured)
+        warm = sum(o.summary.get("warmup_s") or 0.0 for o in measured)
+        info["setup_s"] = {"total": build + warm, "build": build, "warmup": warm}
+        info.update(summary.recommendations(info["outcomes"], self.settings.latency_budget_ms))
         return info
 
 

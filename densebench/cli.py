@@ -1,4 +1,4 @@
-"""``densebench`` command line: run | env | list | data (report, compare, recover join later).
+"""``densebench`` command line: run | report | compare | env | list | data.
 
 ``densebench run`` is the suite with sensible defaults: it runs pytest on the benchmark
 suite (``./benchmarks`` in a checkout, else the copy inside the package), autosaves with
@@ -38,8 +38,45 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     code = int(pytest.main(pytest_args))
     results = output / "results.json"
     if results.is_file():
-        print(f"densebench: results in {results}")
+        from .report import ReportError, build, terminal_summary
+
+        try:
+            written = build([results], output)
+            print("densebench: " + "\n  ".join(["findings:", *terminal_summary([results])]))
+            print(f"densebench: JSON {results}\n            report {written['html']} (and report.md, plots)")
+        except ReportError as exc:
+            print(f"densebench: no report: {exc}")
     return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportError, build
+
+    try:
+        written = build([Path(p) for p in args.results], Path(args.output), args.latency_budget_ms)
+    except ReportError as exc:
+        print(f"densebench report: {exc}", file=sys.stderr)
+        return 2
+    for kind, path in written.items():
+        print(f"{kind:16s} {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    try:
+        changes = compare.compare(Path(args.base), Path(args.new), args.threshold, args.confidence,
+                                  args.resamples, args.seed, args.allow_different_devices)
+    except compare.ReportError as exc:
+        print(f"densebench compare: {exc}", file=sys.stderr)
+        return 2
+    text = compare.markdown(changes, Path(args.base), Path(args.new), args.threshold, args.confidence)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    print(text)
+    print(compare.summary_line(changes))
+    return 1 if any(c.flagged for c in changes) else 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -101,12 +138,34 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 <= value < 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction like 0.05 or 5%")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densebench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark suite (extra arguments go to pytest)")
     run.add_argument("--output", "-o", default="results", help="output directory (default: results)")
+    report = sub.add_parser("report", help="report.md, report.html and plots from saved JSON")
+    report.add_argument("results", nargs="+", help="pytest-benchmark JSON files written by densebench")
+    report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
+    report.add_argument("--latency-budget-ms", type=float, help="name the best configuration under this p99")
+    comp = sub.add_parser("compare", help="significant performance changes between two runs (exit 1 on regression)")
+    comp.add_argument("base", help="baseline JSON")
+    comp.add_argument("new", help="new JSON")
+    comp.add_argument("--threshold", type=_fraction, default=0.05,
+                      help="smallest change that counts, e.g. 0.05 or 5%% (default 5%%)")
+    comp.add_argument("--confidence", type=float, default=0.95, help="bootstrap interval (default 0.95)")
+    comp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    comp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    comp.add_argument("--markdown", help="also write the markdown table here (for a PR comment)")
+    comp.add_argument("--allow-different-devices", action="store_true",
+                      help="compare runs from different devices anyway")
     env = sub.add_parser("env", help="machine, GPUs, libraries and which optimizations can run here")
     env.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("list", help="list the optimizations")
@@ -122,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handlers = {"run": lambda a: cmd_run(a, extra), "env": cmd_env, "list": cmd_list, "data": cmd_data}
+    handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare, "env": cmd_env,
+                "list": cmd_list, "data": cmd_data}
     return handlers[args.command](args)
 
 

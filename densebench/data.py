@@ -55,7 +55,7 @@ class DatasetInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "summary": self.describe()}
 
     def describe(self) -> str:
         where = f" at {self.path}" if self.path else ""
@@ -86,6 +86,18 @@ class EvalData:
     def eval_set(self, n: int) -> tuple[Any, Any | None]:
         n = min(n, len(self.images))
         return self.images[:n], None if self.labels is None else self.labels[:n]
+
+    def calibration_set(self, start: int, n: int) -> tuple[Any, bool]:
+        """(n calibration images after the first ``start``, whether they overlap the parity set).
+
+        Disjoint from the parity images when the dataset is large enough; a small folder
+        reuses images and says so.
+        """
+        if n <= 0:
+            return self.images[:0], False
+        if start + n <= len(self.images):
+            return self.images[start:start + n], False
+        return self.batch(n), True
 
 
 def imagenet_synsets() -> list[str]:
@@ -275,11 +287,13 @@ def _transform(image_size: int) -> Any:
     ])
 
 
-def _spread(n_total: int, n: int) -> list[int]:
-    """n indices spread evenly over range(n_total): every class of a sorted listing gets a turn."""
-    if n >= n_total:
-        return list(range(n_total))
-    return [int(i * n_total / n) for i in range(n)]
+def _pick(n_total: int, n: int, seed: int) -> list[int]:
+    """n distinct indices of range(n_total) in a seeded random order, so any prefix is a fair sample
+    (the parity set is a prefix, the calibration set the part after it)."""
+    import torch
+
+    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return order[: min(n, n_total)].tolist()
 
 
 def load_images(paths: Sequence[Path], image_size: int) -> Any:
@@ -312,13 +326,14 @@ def synthetic(n: int, image_size: int, seed: int) -> Any:
     return (pixels - mean) / std
 
 
-def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, download_ok: bool) -> EvalData:
+def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, download_ok: bool,
+          seed: int) -> EvalData:
     import torch
 
     root = prepare_tiny_imagenet(settings_data_dir, download_ok=download_ok)
     pairs = val_annotations(root)
     index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
-    chosen = [pairs[i] for i in _spread(len(pairs), n)]
+    chosen = [pairs[i] for i in _pick(len(pairs), n, seed)]
     unknown = sorted({w for _, w in chosen if w not in index})
     if unknown:
         raise DataError(f"{root}: classes {unknown[:5]} are not ImageNet-1k synsets")
@@ -328,7 +343,7 @@ def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, down
     return EvalData(images, labels, info)
 
 
-def _folder(path: Path, n: int, image_size: int, requested: str) -> EvalData:
+def _folder(path: Path, n: int, image_size: int, requested: str, seed: int) -> EvalData:
     import torch
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -340,7 +355,7 @@ def _folder(path: Path, n: int, image_size: int, requested: str) -> EvalData:
                         f"{', '.join(IMG_EXTENSIONS)})") from None
     if not samples:
         raise DataError(f"--densebench-dataset {path} holds no images")
-    chosen = [samples[i] for i in _spread(len(samples), n)]
+    chosen = [samples[i] for i in _pick(len(samples), n, seed)]
     images = load_images([Path(p) for p, _ in chosen], image_size)
     index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
     labels = None
@@ -360,7 +375,7 @@ def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
         return EvalData(synthetic(n, image_size, seed), None,
                         DatasetInfo("synthetic", "synthetic", None, None, n, n, "none", extra={"seed": seed}))
     if dataset == "tiny-imagenet":
-        return _tiny(data_dir, n, image_size, dataset, download_ok=not offline)
+        return _tiny(data_dir, n, image_size, dataset, download_ok=not offline, seed=seed)
     if dataset == "auto":
         present = (data_dir / TINY_IMAGENET_DIR / COMPLETE_MARKER).is_file() or \
             (data_dir / "tiny-imagenet-200.zip").is_file()
@@ -371,11 +386,11 @@ def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
             reason = ("offline mode (--densebench-offline)" if offline else reachable(TINY_IMAGENET_URL))
         if reason is None:
             try:
-                return _tiny(data_dir, n, image_size, "auto", download_ok=not offline)
+                return _tiny(data_dir, n, image_size, "auto", download_ok=not offline, seed=seed)
             except DataError as exc:
                 reason = str(exc)
         data = load("synthetic", data_dir, n, image_size, seed)
         data.info.requested = "auto"
         data.info.fallback_reason = f"Tiny ImageNet-200 unavailable: {reason}"
         return data
-    return _folder(Path(dataset).expanduser(), n, image_size, dataset)
+    return _folder(Path(dataset).expanduser(), n, image_size, dataset, seed)

@@ -28,7 +28,7 @@ class WeightsInfo:
     fallback_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "summary": self.describe()}
 
     def describe(self) -> str:
         text = {"imagenet": "ImageNet-1k (torchvision IMAGENET1K_V1)", "random": f"random (seed {self.seed})",

@@ -39,12 +39,95 @@ def settings_from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n N`` (plain ``--dist load``) send all of an optimization's tests to one worker,
+    so each optimization is built once."""
+    if getattr(config.option, "dist", None) != "load":
+        return None
+    from .parallel import by_optimization_scheduler
+
+    return by_optimization_scheduler(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` means one worker per GPU when benchmarking on CUDA."""
+    from . import parallel
+
+    if parallel.wants_cuda(parallel.raw_device(config)):
+        return max(1, parallel.cuda_count())
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    import dataclasses
+
+    from . import parallel
     from .bench import DenseBench
 
     config.addinivalue_line("markers", "densebench: a densebench inference benchmark")
-    config.stash[SESSION_KEY] = DenseBench(settings_from_config(config))
+    settings = settings_from_config(config)
+    worker = parallel.worker_id()
+    assignment = None
+    if worker is not None:
+        assignment = parallel.assign(settings.device, parallel.worker_count(), int(worker[2:]))
+        if assignment.pinned:
+            parallel.pin(assignment)
+            settings = dataclasses.replace(settings, device=assignment.device)
+    session = config.stash[SESSION_KEY] = DenseBench(settings)
+    if assignment is not None:
+        session.worker = assignment.as_dict()
+    elif getattr(config.option, "numprocesses", None):  # the xdist controller
+        n = int(config.option.numprocesses)
+        first = parallel.assign(settings.device, n, 0)
+        session.parallel = {"workers": n, "pinned": first.pinned, "reason": first.reason,
+                            "assignments": [parallel.assign(settings.device, n, i).as_dict() for i in range(n)]
+                            if first.pinned else []}
+
+
+def _pinned(config: pytest.Config) -> bool:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return False
+    if session.worker is not None:
+        return bool(session.worker["pinned"])
+    return bool(session.parallel and session.parallel["pinned"])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Pinned xdist: keep pytest-benchmark on; only the controller writes files."""
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is None or not _pinned(session.config):
+        return
+    if bs.skip or (session.config.getoption("benchmark_disable") and not session.config.getoption("benchmark_enable")):
+        return
+    bs.disabled = False
+    bs.xdist_warning = False
+    bs.xdist_benchmark_found = False
+    if hasattr(session.config, "workerinput"):  # a worker: the controller saves and compares
+        bs.json = None
+        bs.save = bs.autosave = False
+        bs.compare = bs.compare_fail = None
+        bs.compared_mapping = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the controller: take each pinned worker's benchmarks into this session's results."""
+    from . import parallel
+
+    payload = getattr(node, "workeroutput", {}).get("densebench")
+    if not payload:
+        return
+    benchmarks, run_info = parallel.load(payload)
+    config = node.config
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is not None:
+        bs.benchmarks.extend(benchmarks)
+    config.stash[SESSION_KEY].add_worker(run_info)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -88,7 +171,7 @@ def densebench_session(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def optimized(densebench_session: Any, optimization: str, batch_size: int) -> Any:
     """The built Runner for this test's optimization; skipped with the reason when it cannot run here."""
-    from .bench import BuildFailed
+    from .bench import BuildFailed, OutOfMemory
     from .optimizations import Unavailable
 
     try:
@@ -96,15 +179,40 @@ def optimized(densebench_session: Any, optimization: str, batch_size: int) -> An
     except Unavailable as exc:
         densebench_session.note(optimization, batch_size, "skipped", str(exc))
         pytest.skip(f"{optimization}: {exc}")
+    except OutOfMemory as exc:
+        densebench_session.note(optimization, batch_size, "oom", str(exc))
+        pytest.skip(str(exc))
     except BuildFailed as exc:
         densebench_session.note(optimization, batch_size, "failed", str(exc))
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture
+def densebench_measure(densebench_session: Any, optimized: Any, batch_size: int) -> Any:
+    """Measure ``optimized`` at ``batch_size`` with a benchmark fixture; out of memory becomes a skip."""
+    from .bench import OutOfMemory
+
+    def measure(benchmark: Any) -> Any:
+        try:
+            return densebench_session.measure(benchmark, optimized, batch_size)
+        except OutOfMemory as exc:
+            densebench_session.note(optimized.name, batch_size, "oom", str(exc))
+            pytest.skip(str(exc))
+
+    return measure
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     dense = session.config.stash.get(SESSION_KEY, None)
-    if dense is not None:
-        dense.close()
+    if dense is None:
+        return
+    config = session.config
+    bs = getattr(config, "_benchmarksession", None)
+    if hasattr(config, "workeroutput") and bs is not None and _pinned(config):
+        from . import parallel
+
+        config.workeroutput["densebench"] = parallel.export(bs.benchmarks, dense.run_info())
+    dense.close()
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
@@ -121,6 +229,10 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.parallel and not session.parallel["pinned"]:
+        terminalreporter.write_line(f"densebench: benchmarks are off in this parallel run: "
+                                    f"{session.parallel['reason']}; run one worker per GPU "
+                                    "(-n <GPUs> --densebench-device cuda) or per CPU core slice")
     if session is None or not session.outcomes:
         return
     from .summary import terminal_lines
@@ -129,10 +241,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_sep("-", "densebench summary")
     info = session.run_info()
     if "weights" in info:
-        tr.write_line(f"weights: {session.weights.describe()}")
+        tr.write_line(f"weights: {info['weights']['summary']}")
     if "dataset" in info:
-        tr.write_line(f"dataset: {session.data.info.describe()}")
+        tr.write_line(f"dataset: {info['dataset']['summary']}")
     if "device" in info:
         tr.write_line(f"device: {info['device']} ({info['device_name']})")
-    for line in terminal_lines(info["outcomes"]):
+    for worker in info.get("workers", []):
+        pin = worker.get("worker") or {}
+        where = f"CPUs {pin['cpus']}" if pin.get("cpus") is not None else pin.get("device")
+        tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
+    for line in terminal_lines(info["outcomes"], session.settings.latency_budget_ms):
         tr.write_line(line)
+    setup = info["setup_s"]
+    tr.write_line(f"setup time (build + warm-up, untimed): {setup['total']:.1f} s "
+                  f"(build {setup['build']:.1f} s, warm-up {setup['warmup']:.1f} s)")

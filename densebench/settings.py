@@ -68,6 +68,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", "results", "directory for traces, TensorBoard runs, caches and the results journal",
            "DIR"),
     Option("eval_samples", "32", "number of evaluation images for the parity check (>= 1)", "N"),
+    Option("calibration_samples", "32",
+           "images for post-training quantization (int8, openvino_int8, tensorrt_int8), taken after the parity "
+           "images so the two sets do not overlap (>= 0)", "N"),
+    Option("latency_budget_ms", "none",
+           "p99 latency budget: the summary names the highest-throughput configuration that fits it "
+           "(the server question) next to peak throughput (the offline question)", "MS"),
     Option("parity_top1", "0.95",
            "minimum top-1 agreement with the baseline (fraction of images whose top-1 class matches; "
            "flips between classes the baseline itself nearly tied are not counted, see tie band)", "FRAC"),
@@ -112,6 +118,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("~/.cache/densebench").expanduser())
     output: Path = Path("results")
     eval_samples: int = 32
+    calibration_samples: int = 32
+    latency_budget_ms: float | None = None
     parity_top1: float = 0.95
     parity_top5: float = 0.99
     parity_logit_error: float = 0.5
@@ -184,6 +192,20 @@ def _fraction(errors: list[str], opt: str, text: str, upper: float | None = 1.0)
     if value < 0 or (upper is not None and value > upper):
         allowed = f"0 to {upper}" if upper is not None else "a number >= 0"
         errors.append(f"{opt}: {value} is out of range (allowed: {allowed})")
+    return value
+
+
+def _budget(errors: list[str], text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        errors.append(f"--densebench-latency-budget-ms: {text!r} is not a positive number of milliseconds "
+                      "(allowed: a number > 0, or none)")
+        return None
     return value
 
 
@@ -298,6 +320,8 @@ def parse(raw: Mapping[str, str]) -> Settings:
         data_dir=Path(raw["data_dir"]).expanduser(),
         output=Path(raw["output"]).expanduser(),
         eval_samples=_int(errors, "--densebench-eval-samples", raw["eval_samples"], 1),
+        calibration_samples=_int(errors, "--densebench-calibration-samples", raw["calibration_samples"], 0),
+        latency_budget_ms=_budget(errors, raw["latency_budget_ms"]),
         parity_top1=_fraction(errors, "--densebench-parity-top1", raw["parity_top1"]),
         parity_top5=_fraction(errors, "--densebench-parity-top5", raw["parity_top5"]),
         parity_tie_band=_fraction(errors, "--densebench-parity-tie-band", raw["parity_tie_band"]),

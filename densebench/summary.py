@@ -93,6 +93,36 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
             if o["status"] == "skipped" and key in seen:
                 continue
             seen.add(key)
+            reason = o.get("reason") or ""
+            if reason.startswith("out of memory:"):  # already names the optimization and batch size
+                lines.append(f"{o['status']}: {reason}")
+                continue
             where = f" at batch {o['batch_size']}" if o.get("batch_size") and o["status"] != "skipped" else ""
-            lines.append(f"{o['status']}: {o['optimization']}{where}: {o.get('reason')}")
+            lines.append(f"{o['status']}: {o['optimization']}{where}: {reason}")
     return lines
+
+
+def recommendations(outcomes: list[dict[str, Any]], latency_budget_ms: float | None) -> dict[str, Any]:
+    """The run-level answers: fastest passing configuration per batch size ('best'), peak throughput
+    over every batch size ('offline') and, with a budget, the best configuration whose p99 fits ('server')."""
+    rows = rows_from_outcomes(outcomes)
+    best_rows = []
+    for (_, bs), group in by_batch(rows).items():
+        top = best(group)
+        if top is not None:
+            best_rows.append({"batch_size": bs, "optimization": top.optimization,
+                              "throughput_samples_per_s": top.throughput, "p99_ms": top.p99_ms,
+                              "speedup_vs_baseline": speedup(top, group)})
+    passing = [r for r in rows if r.parity_passed]
+    peak = max(passing, key=lambda r: r.throughput, default=None)
+    out: dict[str, Any] = {"best": best_rows, "offline": None, "server": None}
+    if peak is not None:
+        out["offline"] = {"optimization": peak.optimization, "batch_size": peak.batch_size,
+                          "throughput_samples_per_s": peak.throughput, "p99_ms": peak.p99_ms}
+    if latency_budget_ms is not None:
+        fit = best_under_budget(rows, latency_budget_ms)
+        out["server"] = {"latency_budget_ms": latency_budget_ms, "fits": fit is not None}
+        if fit is not None:
+            out["server"].update({"optimization": fit.optimization, "batch_size": fit.batch_size,
+                                  "throughput_samples_per_s": fit.throughput, "p99_ms": fit.p99_ms})
+    return out

@@ -61,7 +61,8 @@ def test_ini_keys_and_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
 @pytest.mark.slow
 def test_full_seed_set_on_cpu(run_suite) -> None:
     """All seed optimizations at two batch sizes: measured with parity, tensorrt skipped with its reason."""
-    run = run_suite("--densebench-image-size=64", "--densebench-batch-sizes=1,2", "-rs")
+    run = run_suite("--densebench-image-size=64", "--densebench-batch-sizes=1,2", "-rs",
+                    "--densebench-optimizations=baseline,amp,channels_last,compile,jit,fp16,tensorrt")
     run.result.assert_outcomes(passed=12, skipped=2)
     params = sorted(run.benchmarks)
     expected = sorted(f"{o}-bs{b}" for o in ("baseline", "amp", "channels_last", "compile", "jit", "fp16")

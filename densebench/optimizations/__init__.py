@@ -1,6 +1,21 @@
 """Every optimization, registered by name (each module registers itself on import)."""
 
-from . import amp, baseline, channels_last, compile, fp16, jit, tensorrt  # noqa: F401  (registers)
+from . import (  # noqa: F401  (each module registers its techniques)
+    amp,
+    baseline,
+    bf16,
+    channels_last,
+    compile,
+    compile_max,
+    cudagraphs,
+    fp16,
+    int8,
+    jit,
+    onnxruntime,
+    openvino,
+    tensorrt,
+    tf32,
+)
 from .base import (
     BEST,
     BuildContext,
@@ -19,10 +34,13 @@ from .base import (
 )
 
 # 'best': the candidates worth benchmarking per device kind, fastest-known stacks included.
-for _name in ("amp", "channels_last", "channels_last+amp", "jit", "compile", "channels_last+amp+compile"):
+# On CPU, FP16 has no fast kernels and plain compile/jit are dominated by the stacks below.
+for _name in ("channels_last", "amp", "channels_last+amp", "channels_last+bf16", "channels_last+amp+compile",
+              "int8", "onnxruntime", "openvino", "openvino_int8"):
     recommend(_name, "cpu")
-for _name in ("amp", "channels_last+amp", "fp16", "channels_last+fp16", "compile", "channels_last+amp+compile",
-              "tensorrt", "tensorrt+fp16"):
+for _name in ("tf32", "amp", "channels_last+amp", "fp16", "channels_last+fp16", "channels_last+fp16+cudagraphs",
+              "compile", "channels_last+amp+compile", "channels_last+fp16+compile_max", "jit", "tensorrt",
+              "tensorrt+fp16", "tensorrt_int8", "onnxruntime"):
     recommend(_name, "cuda")
 
 __all__ = [

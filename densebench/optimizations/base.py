@@ -45,6 +45,7 @@ class Plan:
     weight_dtype: str = "float32"  # or "float16", "bfloat16"
     autocast: bool = False
     tf32: bool = False
+    cudagraphs: bool = False
     backend: str = "eager"
     options: tuple[tuple[str, Any], ...] = ()
 
@@ -73,6 +74,8 @@ class Technique:
     apply: Callable[[Plan], Plan]
     # Run on the folded plan of the whole stack: the reason this part cannot be in it, or None.
     check: Callable[[Plan], str | None] | None = None
+    # Applied to the built backend (e.g. CUDA graph capture): (backed, example, plan, ctx) -> backed.
+    wrap: Callable[[Backed, Any, Plan, BuildContext], Backed] | None = None
     requires: Requirements = Requirements()
     kind: str = "modifier"  # or "backend"
     default: bool = True  # part of 'all'
@@ -209,11 +212,40 @@ def unavailable_reason(plan: Plan, device_type: str) -> str | None:
 class BuildContext:
     device: torch.device
     settings: Settings
-    calibration: Any = None  # CPU float32 NCHW images from the dataset, for post-training quantization
+    calibration: Any = None  # CPU float32 NCHW images (disjoint from the parity set), for quantization
     cache_dir: Any = None  # pathlib.Path for compile/engine caches
+    model_digest: str = "unknown"  # identifies the weights in cache keys
+
+    def cache(self, *parts: str) -> Any:
+        """A directory under the cache, created on demand (None when caching is off)."""
+        if self.cache_dir is None:
+            return None
+        path = self.cache_dir.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def calibration_batches(self, batch_size: int) -> list[Any]:
+        """The calibration images in batches (CPU float32 NCHW); the example itself if there are none."""
+        images = self.calibration
+        if images is None or len(images) == 0:
+            raise Unavailable("post-training quantization needs calibration images and none were loaded")
+        return [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
 
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def model_only(name: str) -> Callable[[Plan], str | None]:
+    """Check for backends that take the FP32 model and decide precision and layout themselves."""
+
+    def check(plan: Plan) -> str | None:
+        extras = [p for p in plan.parts if p != name]
+        if extras:
+            return (f"{name} converts the FP32 model itself and chooses its own precision and layout; "
+                    f"it does not stack with {', '.join(extras)}")
+        return None
+
+    return check
 
 
 def precision_of(plan: Plan, device_type: str) -> str:
@@ -251,7 +283,8 @@ class Runner:
         """CPU float32 NCHW batch -> what forward() takes, resident on the device. Not timed."""
         if self.backed.prepare is not None:
             return self.backed.prepare(batch)
-        return batch.to(self.device, self.input_dtype).contiguous(memory_format=self.memory_format)
+        # Always a fresh tensor (made under inference mode by the caller), never a view of the dataset.
+        return batch.to(self.device, self.input_dtype, copy=True).contiguous(memory_format=self.memory_format)
 
     def __call__(self, prepared: Any) -> Any:
         return self.backed.forward(prepared)
@@ -322,9 +355,15 @@ def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runn
     forward: Callable[[Any], Any] = module
     if plan.autocast:
         forward = _autocast(module, ctx.device.type, autocast_dtype(ctx.device.type))
-    example_dev = example.to(ctx.device, dtype).contiguous(memory_format=memory_format)
     with flags(ctx.device, tf32=plan.tf32):
+        # Built in inference mode from an inference tensor, like every input it will see later
+        # (Dynamo guards on that: a mismatch would recompile in the timed rounds).
+        example_dev = example.to(ctx.device, dtype, copy=True).contiguous(memory_format=memory_format)
         backed = _BACKENDS[plan.backend].build(forward, example_dev, plan, ctx)
+        for part in plan.parts:
+            wrap = _TECHNIQUES[part].wrap
+            if wrap is not None:
+                backed = wrap(backed, example_dev, plan, ctx)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     return Runner(name, plan, ctx.device, backed, dtype, memory_format, time.perf_counter() - start)
@@ -338,6 +377,7 @@ def _autocast(module: Any, device_type: str, dtype: Any) -> Callable[[Any], Any]
         with torch.autocast(device_type, dtype=dtype):
             return module(x)
 
+    forward.module = module  # type: ignore[attr-defined]  # backends that need the module itself
     return forward
 
 

@@ -18,15 +18,20 @@ from .base import Backed, Backend, BuildContext, Plan, Technique, register, regi
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     import torch
 
-    mode = plan.option("compile_mode")
+    mode = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else None)
     options: dict[str, Any] = {}
     if ctx.device.type == "cpu":
         options["freezing"] = True
+    # torch.compile takes either a mode or options, not both: fold freezing into the mode's options.
+    if mode and options:
+        options = {**torch._inductor.list_mode_options(mode), **options}
+        mode = None
     compiled = torch.compile(forward, backend="inductor", mode=mode, dynamic=False, fullgraph=True,
                              options=options or None)
     compiled(example)  # compile now; setup time, not timed
-    return Backed(forward=compiled, info={"backend": "inductor", "mode": mode or "default",
-                                          "dynamic": False, **options})
+    mode_name = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else "default")
+    return Backed(forward=compiled, info={"backend": "inductor", "mode": mode_name, "dynamic": False,
+                                          **{k: v for k, v in options.items() if isinstance(v, (bool, int, str))}})
 
 
 register_backend(Backend("compile", build))

@@ -1,4 +1,9 @@
-"""``tensorrt``: Torch-TensorRT (dynamo frontend), one engine per batch size.
+"""``tensorrt`` and ``tensorrt_int8``: Torch-TensorRT (dynamo frontend), one engine per batch size.
+
+``tensorrt_int8`` first inserts INT8 quantize/dequantize nodes with NVIDIA ModelOpt
+(``mtq.quantize`` with ``INT8_DEFAULT_CFG``, calibrated on the dataset's calibration
+images), then exports under ``export_torch_mode`` and compiles, as Torch-TensorRT's
+quantization guide prescribes.
 
 Precision follows the model (``use_explicit_typing``, Torch-TensorRT >= 2.10, where
 ``enabled_precisions`` is deprecated): ``tensorrt`` builds an FP32 engine,
@@ -8,6 +13,7 @@ Engines are cached under the output directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -44,8 +50,10 @@ def compile_settings(example: Any, ctx: BuildContext, extra: dict[str, Any] | No
 
 
 class _PerShape:
-    def __init__(self, module: Any, ctx: BuildContext, extra: dict[str, Any] | None = None):
+    def __init__(self, module: Any, ctx: BuildContext, extra: dict[str, Any] | None = None,
+                 export_context: Any = None):
         self.module, self.ctx, self.extra = module, ctx, extra
+        self.export_context = export_context or contextlib.nullcontext
         self.engines: dict[tuple[int, ...], Any] = {}
         self.settings: dict[str, Any] = {}
 
@@ -53,7 +61,8 @@ class _PerShape:
         import torch
         import torch_tensorrt
 
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), self.export_context():
+            x = x.clone()  # a normal tensor: export cannot trace inference tensors
             program = torch.export.export(self.module, (x,))
             self.settings = compile_settings(x, self.ctx, self.extra)
             return torch_tensorrt.dynamo.compile(program, inputs=[x], **self.settings)
@@ -75,13 +84,54 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
                                         "typing": typing})
 
 
+def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
+    import modelopt.torch.quantization as mtq
+    import torch
+    import torch_tensorrt
+    from modelopt.torch.quantization.utils import export_torch_mode
+
+    module = getattr(forward, "module", forward)
+    batches = ctx.calibration_batches(len(example))
+
+    def calibrate(model: Any) -> None:
+        for batch in batches:
+            model(batch.to(ctx.device, example.dtype))
+
+    with torch.inference_mode(False), torch.no_grad():
+        mtq.quantize(module, mtq.INT8_DEFAULT_CFG, forward_loop=calibrate)
+    extra = {} if "use_explicit_typing" in {f.name for f in dataclasses.fields(
+        torch_tensorrt.dynamo.CompilationSettings)} else {"enabled_precisions": {torch.int8, example.dtype}}
+    runner = _PerShape(module, ctx, extra, export_context=export_torch_mode)
+    runner(example)
+    return Backed(forward=runner, precision="int8",
+                  info={"backend": "torch_tensorrt", "version": torch_tensorrt.__version__,
+                        "quantizer": "NVIDIA ModelOpt INT8_DEFAULT_CFG", "calibration_images": len(ctx.calibration)})
+
+
 def _check(plan: Plan) -> str | None:
     if plan.autocast:
         return "TensorRT picks kernel precision itself; use tensorrt+fp16 rather than amp"
     return None
 
 
+def _check_int8(plan: Plan) -> str | None:
+    if plan.autocast or plan.weight_dtype != "float32":
+        return "tensorrt_int8 quantizes the FP32 model; it does not stack with amp, fp16 or bf16"
+    return None
+
+
 register_backend(Backend("tensorrt", build))
+register_backend(Backend("tensorrt_int8", build_int8))
+register(Technique(
+    rank=62,
+    name="tensorrt_int8",
+    summary="Torch-TensorRT INT8 engine from a ModelOpt-calibrated model",
+    apply=set_backend("tensorrt_int8"),
+    check=_check_int8,
+    requires=Requirements(devices=frozenset({"cuda"}), packages=(
+        REQUIRES.packages[0], ("modelopt", "pip install nvidia-modelopt"))),
+    kind="backend",
+))
 register(Technique(
     rank=60,
     name="tensorrt",

@@ -1,0 +1,142 @@
+"""``openvino`` and ``openvino_int8``: Intel OpenVINO on the CPU.
+
+``openvino`` converts the FP32 PyTorch model (``ov.convert_model``, dynamic batch) and
+compiles it for the CPU with OpenVINO's defaults; the precision it really runs at is read
+back from the compiled model (``INFERENCE_PRECISION_HINT``: BF16 on CPUs with BF16 units,
+else FP32) and recorded. ``openvino_int8`` quantizes the converted model with NNCF
+post-training quantization on the dataset's calibration images first.
+
+The converted and quantized IR files and OpenVINO's compiled-blob cache (``CACHE_DIR``)
+live under the output directory, so a second run skips conversion and calibration.
+OpenVINO runs on the host CPU here, so on a CUDA run these are skipped (benchmark them
+with ``--densebench-device cpu``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    Backed,
+    Backend,
+    BuildContext,
+    Plan,
+    Requirements,
+    Technique,
+    model_only,
+    register,
+    register_backend,
+    set_backend,
+)
+from .int8 import calibration_key
+
+OV = ("openvino", "pip install 'densebench[openvino]'")
+REQUIRES = Requirements(devices=frozenset({"cpu"}), packages=(OV,))
+REQUIRES_INT8 = Requirements(devices=frozenset({"cpu"}), packages=(OV, ("nncf", "pip install 'densebench[openvino]'")))
+
+_PRECISIONS = {"bf16": "bf16", "f32": "fp32", "f16": "fp16", "i8": "int8"}
+
+
+def convert(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
+    """(ov.Model with a dynamic batch dimension, whether it came from the IR cache)."""
+    import openvino as ov
+    import torch
+
+    cache = ctx.cache("openvino")
+    size = example.shape[-1]
+    xml = cache / f"densenet121-{ctx.model_digest}-{size}px.xml" if cache else None
+    core = ov.Core()
+    if xml is not None and xml.is_file():
+        return core.read_model(str(xml)), True
+    with torch.inference_mode(False), torch.no_grad():
+        model = ov.convert_model(module, example_input=example.clone(), input=[(-1, 3, size, size)])
+    if xml is not None:
+        ov.save_model(model, str(xml))
+    return model, False
+
+
+def quantize(model: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
+    import nncf
+    import openvino as ov
+
+    cache = ctx.cache("openvino")
+    key = calibration_key(ctx, example[:1], extra="nncf")
+    xml = cache / f"densenet121-int8-{key}.xml" if cache else None
+    if xml is not None and xml.is_file():
+        return ov.Core().read_model(str(xml)), True
+    batches = [b.numpy() for b in ctx.calibration_batches(8)]
+    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=sum(len(b) for b in batches))
+    if xml is not None:
+        ov.save_model(quantized, str(xml))
+    return quantized, False
+
+
+def _build(forward: Any, example: Any, plan: Plan, ctx: BuildContext, int8: bool) -> Backed:
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    module = getattr(forward, "module", forward)
+    model, converted_cached = convert(module, example, ctx)
+    quantized_cached = None
+    if int8:
+        model, quantized_cached = quantize(model, example, ctx)
+    core = ov.Core()
+    blob_cache = ctx.cache("openvino", "blobs")
+    if blob_cache is not None:
+        core.set_property({"CACHE_DIR": str(blob_cache)})
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # e.g. "bf16", "f32"
+    precision = "int8" if int8 else _PRECISIONS.get(hint, hint)
+
+    def prepare(batch: Any) -> Any:
+        return np.ascontiguousarray(batch.float().cpu().numpy())
+
+    def run(x: Any) -> Any:
+        return request.infer([x])[0]
+
+    def to_logits(out: Any) -> Any:
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    run(prepare(example))
+    info = {"backend": "openvino", "version": ov.__version__, "device": "CPU",
+            "inference_precision_hint": hint, "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "num_streams": int(compiled.get_property("NUM_STREAMS")),
+            "converted_from_cache": converted_cached}
+    if int8:
+        info.update({"quantizer": "nncf.quantize (post-training, default preset)", "quantized_from_cache":
+                     quantized_cached, "non_quantized_ops_precision": hint,
+                     "calibration_images": 0 if ctx.calibration is None else len(ctx.calibration)})
+    return Backed(forward=run, prepare=prepare, to_logits=to_logits, precision=precision, info=info)
+
+
+def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
+    return _build(forward, example, plan, ctx, int8=False)
+
+
+def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
+    return _build(forward, example, plan, ctx, int8=True)
+
+
+register_backend(Backend("openvino", build))
+register_backend(Backend("openvino_int8", build_int8))
+register(Technique(
+    rank=90,
+    name="openvino",
+    summary="OpenVINO on the CPU with its default settings (precision hint recorded)",
+    apply=set_backend("openvino"),
+    check=model_only("openvino"),
+    requires=REQUIRES,
+    kind="backend",
+))
+register(Technique(
+    rank=91,
+    name="openvino_int8",
+    summary="OpenVINO + NNCF post-training INT8, calibrated on the dataset",
+    apply=set_backend("openvino_int8"),
+    check=model_only("openvino_int8"),
+    requires=REQUIRES_INT8,
+    kind="backend",
+))

@@ -1,0 +1,431 @@
+"""Saved pytest-benchmark JSON -> report.md + report.html + PNG plots.
+
+``densebench report a.json [b.json ...] -o DIR``. Several files (runs, machines, GPUs)
+are merged and labelled by device and run; numbers from different devices are never
+put in one ranking. Every sentence in the report is computed from the data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import summary
+
+
+class ReportError(ValueError):
+    """A file that cannot be reported on; the message says which and why."""
+
+
+@dataclass(frozen=True, eq=False)  # one instance per loaded file: identity is the run
+class Run:
+    label: str
+    path: str
+    device_name: str
+    node: str
+    datetime: str
+    torch: str | None
+    densebench: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    run: Run
+    optimization: str
+    batch_size: int
+    throughput: float
+    p50_ms: float | None
+    p99_ms: float | None
+    peak_memory_mb: float | None
+    energy_per_image_j: float | None
+    precision: str | None
+    parity_passed: bool
+    setup_s: float | None
+
+    def row(self) -> summary.Row:
+        return summary.Row(self.optimization, self.batch_size, self.throughput, self.p99_ms, self.peak_memory_mb,
+                           self.parity_passed, self.precision, self.run.label)
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    return doc
+
+
+def _energy(info: dict[str, Any]) -> float | None:
+    for ns in ("gpu", "cpu"):
+        value = (info.get(ns) or {}).get("energy_per_image_j")
+        if value is not None:
+            return float(value)
+    return None
+
+
+def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> list[Record]:
+    from .telemetry import peak_memory_mb
+
+    benches = [b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("optimization")]
+    if not benches:
+        raise ReportError(f"{path}: has no densebench benchmarks (no extra_info.optimization)")
+    first = benches[0]["extra_info"]
+    machine = doc.get("machine_info") or {}
+    libs = machine.get("libraries") or {}
+    run = Run(label=label or first.get("device_name") or "unknown device", path=str(path),
+              device_name=first.get("device_name") or "unknown device", node=machine.get("node") or "?",
+              datetime=str(doc.get("datetime") or "")[:19], torch=libs.get("torch"),
+              densebench=doc.get("densebench") or {})
+    out = []
+    for bench in benches:
+        info = bench["extra_info"]
+        lat = info.get("latency_ms") or {}
+        throughput = info.get("throughput_samples_per_s")
+        if throughput is None and bench.get("stats", {}).get("median"):
+            throughput = info["batch_size"] / bench["stats"]["median"]
+        if throughput is None:
+            continue
+        out.append(Record(run, info["optimization"], int(info["batch_size"]), float(throughput), lat.get("p50"),
+                          lat.get("p99"), peak_memory_mb(info), _energy(info), info.get("precision"),
+                          bool((info.get("parity") or {}).get("passed", True)), info.get("setup_s")))
+    return out
+
+
+def load_all(paths: list[Path]) -> list[Record]:
+    """Records of every file, labelled so different devices and runs never mix."""
+    docs = [(Path(p), load(Path(p))) for p in paths]
+    records: list[Record] = []
+    for path, doc in docs:
+        records += records_from(doc, path)
+    devices = defaultdict(set)
+    for r in records:
+        devices[r.run.device_name].add(r.run.path)
+    if len(docs) > 1:  # label by device, and by run when one device has several
+        relabelled = []
+        for path, doc in docs:
+            recs = [r for r in records if r.run.path == str(path)]
+            if not recs:
+                continue
+            run = recs[0].run
+            label = run.device_name
+            if len(devices[run.device_name]) > 1:
+                label += f" · {run.node} · {path.stem}"
+            relabelled += records_from(doc, path, label)
+        records = relabelled
+    return records
+
+
+# ---------------------------------------------------------------- insights
+
+
+def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{unit}"
+
+
+def insights(records: list[Record], latency_budget_ms: float | None) -> list[str]:
+    lines: list[str] = []
+    by_label: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_label[r.run.label].append(r)
+    for label, recs in by_label.items():
+        prefix = f"{label}: " if len(by_label) > 1 else ""
+        rows = [r.row() for r in recs]
+        for (_, bs), group in summary.by_batch(rows).items():
+            top = summary.best(group)
+            if top is None:
+                lines.append(f"{prefix}at batch {bs} no optimization passed parity.")
+                continue
+            sp = summary.speedup(top, group)
+            text = f"{prefix}fastest at batch {bs}: **{top.optimization}**, {top.throughput:.1f} img/s"
+            text += f" ({sp:.2f}x baseline)" if sp else ""
+            text += f", p99 {top.p99_ms:.1f} ms." if top.p99_ms is not None else "."
+            lines.append(text)
+            slower = [(r.optimization, r.throughput / b.throughput) for r in group
+                      for b in group if b.optimization == "baseline" and r.throughput < b.throughput
+                      and r.optimization != "baseline"]
+            if slower:
+                lines.append(f"{prefix}slower than baseline at batch {bs}: "
+                             + ", ".join(f"{o} ({x:.2f}x)" for o, x in sorted(slower, key=lambda t: t[1])) + ".")
+        per_mb = [r for r in recs if r.parity_passed and r.peak_memory_mb]
+        if per_mb:
+            eff = max(per_mb, key=lambda r: r.throughput / r.peak_memory_mb)
+            lines.append(f"{prefix}most throughput per GB of peak memory: **{eff.optimization}** at batch "
+                         f"{eff.batch_size} ({1024 * eff.throughput / eff.peak_memory_mb:.1f} img/s per GB, "
+                         f"{eff.peak_memory_mb:.0f} MB peak).")
+        energy = [r for r in recs if r.parity_passed and r.energy_per_image_j is not None]
+        if energy:
+            low = min(energy, key=lambda r: r.energy_per_image_j)
+            lines.append(f"{prefix}least energy per image: **{low.optimization}** at batch {low.batch_size} "
+                         f"({1000 * low.energy_per_image_j:.2f} mJ/img).")
+        budget = latency_budget_ms or recs[0].run.densebench.get("settings", {}).get("latency_budget_ms")
+        if budget:
+            fit = summary.best_under_budget(rows, float(budget))
+            if fit:
+                lines.append(f"{prefix}best under a {float(budget):g} ms p99 budget: **{fit.optimization}** at "
+                             f"batch {fit.batch_size}, {fit.throughput:.1f} img/s (p99 {fit.p99_ms:.1f} ms).")
+            else:
+                lines.append(f"{prefix}nothing measured fits a {float(budget):g} ms p99 budget.")
+        else:
+            timed = [r for r in rows if r.parity_passed and r.p99_ms is not None]
+            if timed:
+                quick = min(timed, key=lambda r: r.p99_ms)
+                lines.append(f"{prefix}lowest p99 latency: **{quick.optimization}** at batch {quick.batch_size} "
+                             f"({quick.p99_ms:.1f} ms, {quick.throughput:.1f} img/s); pass --latency-budget-ms "
+                             "for the best configuration under a budget.")
+        failed = sorted({(r.optimization, r.batch_size) for r in recs if not r.parity_passed})
+        if failed:
+            lines.append(f"{prefix}parity failed (excluded from rankings): "
+                         + ", ".join(f"{o}@{b}" for o, b in failed) + ".")
+        outcomes = recs[0].run.densebench.get("outcomes", [])
+        other = {(o["optimization"], o["status"], o.get("reason")) for o in outcomes
+                 if o["status"] in ("skipped", "failed", "oom", "crashed", "timeout")}
+        for opt, status, reason in sorted(other, key=lambda t: (t[1], t[0])):
+            lines.append(f"{prefix}{status}: {opt} — {reason}")
+    return lines
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plots(records: list[Record], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    labels = list(dict.fromkeys(r.run.label for r in records))
+    made: dict[str, Path] = {}
+    # One colour and marker per optimization, the same in every plot.
+    palette = plt.get_cmap("tab20").colors
+    opts_all = list(dict.fromkeys(r.optimization for r in records))
+    color = {o: palette[i % len(palette)] for i, o in enumerate(opts_all)}
+    marker = {o: "os^Dvp*hX<>"[i % 11] for i, o in enumerate(opts_all)}
+
+    def grid(title: str) -> tuple[Any, list[Any]]:
+        fig, axes = plt.subplots(1, len(labels), figsize=(7 * len(labels), 5), squeeze=False)
+        fig.suptitle(title)
+        return fig, list(axes[0])
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made[name] = path
+
+    def per_opt(recs: list[Record]) -> dict[str, list[Record]]:
+        groups: dict[str, list[Record]] = defaultdict(list)
+        for r in sorted(recs, key=lambda r: r.batch_size):
+            groups[r.optimization].append(r)
+        return groups
+
+    fig, axes = grid("Throughput vs batch size (higher is better)")
+    for ax, label in zip(axes, labels, strict=True):
+        for opt, recs in per_opt([r for r in records if r.run.label == label]).items():
+            style = "-" if all(r.parity_passed for r in recs) else ":"
+            ax.plot([r.batch_size for r in recs], [r.throughput for r in recs], style, marker=marker[opt],
+                    color=color[opt], label=opt)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save(fig, "throughput")
+
+    fig, axes = grid("Latency per batch: p50 (bar) and p99 (tick)")
+    for ax, label in zip(axes, labels, strict=True):
+        recs = [r for r in records if r.run.label == label and r.p50_ms is not None]
+        opts = list(dict.fromkeys(r.optimization for r in recs))
+        sizes = sorted({r.batch_size for r in recs})
+        width = 0.8 / max(1, len(sizes))
+        for i, bs in enumerate(sizes):
+            xs, p50, p99 = [], [], []
+            for j, opt in enumerate(opts):
+                hit = [r for r in recs if r.optimization == opt and r.batch_size == bs]
+                if hit:
+                    xs.append(j + i * width)
+                    p50.append(hit[0].p50_ms)
+                    p99.append(hit[0].p99_ms)
+            ax.bar(xs, p50, width=width, label=f"batch {bs}")
+            ax.scatter(xs, p99, marker="_", s=200, color="black")
+        ax.set_xticks([j + width * (len(sizes) - 1) / 2 for j in range(len(opts))])
+        ax.set_xticklabels(opts, rotation=45, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per batch (log)")
+        ax.set_title(label)
+        ax.legend(fontsize=7)
+    save(fig, "latency")
+
+    fig, axes = grid("Speedup over baseline (same device, same batch size)")
+    for ax, label in zip(axes, labels, strict=True):
+        recs = [r for r in records if r.run.label == label]
+        opts = list(dict.fromkeys(r.optimization for r in recs))
+        sizes = sorted({r.batch_size for r in recs})
+        base = {r.batch_size: r.throughput for r in recs if r.optimization == "baseline"}
+        matrix = [[next((r.throughput / base[bs] for r in recs if r.optimization == o and r.batch_size == bs
+                         and bs in base), float("nan")) for bs in sizes] for o in opts]
+        finite = [v for row in matrix for v in row if not math.isnan(v)]
+        vmax = max([2.0, *finite])
+        vmin = min([0.5, *finite])
+        im = ax.imshow(matrix, cmap="RdYlGn", norm=TwoSlopeNorm(vcenter=1.0, vmin=vmin, vmax=vmax), aspect="auto")
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, "—" if math.isnan(v) else f"{v:.2f}x", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels([f"bs {b}" for b in sizes])
+        ax.set_yticks(range(len(opts)))
+        ax.set_yticklabels(opts, fontsize=8)
+        ax.set_title(label + ("" if base else " (no baseline measured)"))
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    save(fig, "speedup")
+
+    fig, axes = grid("Peak memory vs throughput (up and left is better)")
+    for ax, label in zip(axes, labels, strict=True):
+        recs = [r for r in records if r.run.label == label and r.peak_memory_mb]
+        for opt, group in per_opt(recs).items():
+            ax.scatter([r.peak_memory_mb for r in group], [r.throughput for r in group], label=opt,
+                       color=color[opt], marker=marker[opt])
+            for r in group:
+                ax.annotate(f"bs{r.batch_size}", (r.peak_memory_mb, r.throughput), fontsize=6,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel("peak memory, MB (device on GPU, process RSS on CPU)")
+        ax.set_ylabel("images / s")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save(fig, "memory_tradeoff")
+
+    energy = [r for r in records if r.energy_per_image_j is not None]
+    if energy:
+        fig, axes = grid("Energy per image (lower is better)")
+        for ax, label in zip(axes, labels, strict=True):
+            recs = [r for r in energy if r.run.label == label]
+            names = [f"{r.optimization}@{r.batch_size}" for r in recs]
+            ax.barh(names, [1000 * r.energy_per_image_j for r in recs])
+            ax.set_xlabel("mJ per image")
+            ax.set_title(label)
+            ax.tick_params(axis="y", labelsize=7)
+        save(fig, "energy")
+    return made
+
+
+# ---------------------------------------------------------------- documents
+
+
+@dataclass
+class Doc:
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, content: Any) -> None:
+        self.blocks.append((kind, content))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, content in self.blocks:
+            if kind in ("h1", "h2", "h3"):
+                out.append("#" * int(kind[1]) + " " + content)
+            elif kind == "p":
+                out.append(content)
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in content))
+            elif kind == "table":
+                head, rows = content
+                out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+                           + "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows))
+            elif kind == "img":
+                out.append(f"![{content[1]}]({content[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        def inline(text: str) -> str:
+            parts = html.escape(text).split("**")
+            return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+        body = []
+        for kind, content in self.blocks:
+            if kind in ("h1", "h2", "h3"):
+                body.append(f"<{kind}>{html.escape(content)}</{kind}>")
+            elif kind == "p":
+                body.append(f"<p>{inline(content)}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in content) + "</ul>")
+            elif kind == "table":
+                head, rows = content
+                body.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                            + "</tr></thead><tbody>"
+                            + "".join("<tr>" + "".join(f"<td>{inline(str(c))}</td>" for c in row) + "</tr>"
+                                      for row in rows) + "</tbody></table>")
+            elif kind == "img":
+                body.append(f'<figure><img src="{html.escape(content[0])}" alt="{html.escape(content[1])}">'
+                            f"<figcaption>{html.escape(content[1])}</figcaption></figure>")
+        style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+                 "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+                 "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+                 "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+                 "figure{margin:1.5em 0}figcaption{color:#666;font-size:0.9em}")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+                f"</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build(paths: list[Path], out: Path, latency_budget_ms: float | None = None) -> dict[str, Path]:
+    """Write report.md, report.html and the plots into ``out``; return their paths."""
+    records = load_all(paths)
+    if not records:
+        raise ReportError("no measured benchmarks in " + ", ".join(map(str, paths)))
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(records, out)
+    doc = Doc()
+    doc.add("h1", "densebench report: DenseNet-121 inference")
+    runs = list(dict.fromkeys(r.run for r in records))
+    doc.add("table", (["label", "device", "machine", "date (UTC)", "torch", "weights", "dataset", "file"],
+                      [[r.label, r.device_name, r.node, r.datetime, r.torch or "—",
+                        (r.densebench.get("weights") or {}).get("source", "—"),
+                        (r.densebench.get("dataset") or {}).get("source", "—"), Path(r.path).name]
+                       for r in runs]))
+    doc.add("h2", "Findings")
+    doc.add("ul", insights(records, latency_budget_ms))
+    for name, caption in (("throughput", "Throughput vs batch size (dotted: parity failed)"),
+                          ("speedup", "Speedup over baseline"),
+                          ("latency", "Latency p50 and p99 per batch"),
+                          ("memory_tradeoff", "Peak memory vs throughput"),
+                          ("energy", "Energy per image")):
+        if name in images:
+            doc.add("img", (images[name].name, caption))
+    if "energy" not in images:
+        doc.add("p", "Energy per image: not measured on these machines (no NVML energy counter or readable RAPL).")
+    doc.add("h2", "Rankings")
+    for run in runs:
+        rows = [r for r in records if r.run == run]
+        for bs in sorted({r.batch_size for r in rows}):
+            group = sorted((r for r in rows if r.batch_size == bs), key=lambda r: -r.throughput)
+            base = next((r.throughput for r in group if r.optimization == "baseline"), None)
+            doc.add("h3", f"{run.label} — batch size {bs}")
+            doc.add("table", (["#", "optimization", "precision", "img/s", "speedup", "p50 ms", "p99 ms",
+                               "peak MB", "mJ/img", "setup s", "parity"],
+                              [[i + 1, r.optimization, r.precision or "—", f"{r.throughput:.1f}",
+                                f"{r.throughput / base:.2f}x" if base else "—", _fmt(r.p50_ms, ".2f"),
+                                _fmt(r.p99_ms, ".2f"), _fmt(r.peak_memory_mb, ".0f"),
+                                _fmt(None if r.energy_per_image_j is None else 1000 * r.energy_per_image_j, ".2f"),
+                                _fmt(r.setup_s, ".1f"), "pass" if r.parity_passed else "**FAIL**"]
+                               for i, r in enumerate(group)]))
+    md = out / "report.md"
+    md.write_text(doc.markdown())
+    page = out / "report.html"
+    page.write_text(doc.html("densebench report"))
+    return {"markdown": md, "html": page, **images}
+
+
+def terminal_summary(paths: list[Path], latency_budget_ms: float | None = None, limit: int = 12) -> list[str]:
+    """A one-screen summary: the findings, at most ``limit`` lines."""
+    return insights(load_all(paths), latency_budget_ms)[:limit]

@@ -1,0 +1,76 @@
+"""One xdist worker per GPU or per CPU slice: pinned, benchmarks on, one merged JSON."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from densebench import parallel
+from tests.conftest import FAST, SuiteRun
+
+
+def test_cpu_assignments_are_disjoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: [0, 1, 2, 3, 4])
+    monkeypatch.setattr(parallel, "cuda_count", lambda: 0)
+    slices = [parallel.assign("cpu", 2, i) for i in range(2)]
+    assert [a.cpus for a in slices] == [(0, 1), (2, 3)]
+    assert all(a.pinned and a.device == "cpu" for a in slices)
+    too_many = parallel.assign("cpu", 6, 0)
+    assert not too_many.pinned and "6 workers but 5 usable CPU core(s)" in too_many.reason
+
+
+def test_gpu_assignments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "cuda_count", lambda: 4)
+    assert [parallel.assign("cuda", 4, i).device for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert parallel.assign("auto", 2, 1).device == "cuda:1"
+    assert "5 workers but 4 GPU(s)" in parallel.assign("cuda", 5, 0).reason
+    assert "names one GPU" in parallel.assign("cuda:1", 2, 0).reason
+
+
+def test_worker_benchmark_round_trip() -> None:
+    data = {"name": "t[a-bs1]", "fullname": "f.py::t[a-bs1]", "group": "batch_size=1", "params": {}, "param": "a-bs1",
+            "extra_info": {}, "options": {}, "stats": {"median": 1.0, "data": [1.0, 1.0], "iterations": 1}}
+    bench = parallel.WorkerBenchmark(data)
+    assert bench.as_dict(include_data=False)["stats"] == {"median": 1.0, "iterations": 1}
+    assert bench.as_dict(flat=True)["median"] == 1.0 and "stats" not in bench.as_dict(flat=True)
+
+
+def test_two_pinned_cpu_workers_write_one_json(run_suite) -> None:
+    pytest.importorskip("xdist")
+    if len(parallel.usable_cpus()) < 2:
+        pytest.skip("needs 2 CPU cores")
+    run = run_suite("-n", "2", "--densebench-optimizations=baseline,channels_last,amp",
+                    "--densebench-batch-sizes=1,2", "--benchmark-min-rounds=3")
+    run.result.assert_outcomes(passed=6)
+    params = [b["param"] for b in run.json["benchmarks"]]
+    assert sorted(params) == sorted(f"{o}-bs{b}" for o in ("baseline", "channels_last", "amp") for b in (1, 2))
+    assert len(params) == len(set(params)), "every benchmark exactly once"
+    cpus_by_opt: dict[str, set[tuple[int, ...]]] = {}
+    for bench in run.json["benchmarks"]:
+        assert bench["stats"]["rounds"] >= 3 and bench["stats"]["data"], "benchmarking stayed on"
+        worker = bench["extra_info"]["worker"]
+        assert worker["pinned"] and len(worker["cpus"]) >= 1
+        assert bench["extra_info"]["cpu"]["affinity"] == worker["cpus"]
+        assert bench["extra_info"]["cpu"]["torch_threads"] == len(worker["cpus"])
+        assert "@" not in bench["fullname"]
+        cpus_by_opt.setdefault(bench["extra_info"]["optimization"], set()).add(tuple(worker["cpus"]))
+    assert all(len(v) == 1 for v in cpus_by_opt.values()), "each optimization ran (and was built) on one worker"
+    workers = run.json["densebench"]["workers"]
+    slices = [tuple(w["worker"]["cpus"]) for w in workers]
+    assert len(slices) == 2 and not set(slices[0]) & set(slices[1]), "disjoint cores"
+    run.result.stdout.fnmatch_lines(["worker gw*pinned to CPUs*", "worker gw*pinned to CPUs*"])
+
+
+def test_unpinned_parallel_run_keeps_benchmarks_off(pytester_sub: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    from tests.conftest import SUITE
+
+    n = len(os.sched_getaffinity(0)) + 1
+    pytester_sub.makepyfile(test_suite=SUITE)
+    result = pytester_sub.runpytest_subprocess(*FAST, "-n", str(n), "--densebench-optimizations=baseline",
+                                               "--densebench-batch-sizes=1", "--benchmark-json=out.json")
+    run = SuiteRun(result, pytester_sub.path / "out.json")
+    result.assert_outcomes(passed=1)
+    assert run.json is None, "pytest-benchmark stays disabled: nothing is saved"
+    result.stdout.fnmatch_lines([f"*benchmarks are off in this parallel run: -n {n} workers but*usable CPU core*"])

@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from . import journal as journal_mod
 from . import parity as parity_mod
 from . import profiling, summary, telemetry, timing
 from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
@@ -101,6 +102,17 @@ class DenseBench:
         self.worker: dict[str, Any] | None = None  # this xdist worker's pinning
         self.parallel: dict[str, Any] | None = None  # on an xdist controller: workers and pinning
         self.workers: list[dict[str, Any]] = []  # on an xdist controller: each worker's run record
+        self.children: dict[str, Any] = {}  # --densebench-isolate: optimization -> its ChildRun
+        self.memory_trace: list[dict[str, Any]] = []  # memory after each optimization is released
+        self.recovered: list[str] = []  # unfinished journals of earlier runs, recovered at start
+        self.journal: journal_mod.Journal | None = None
+        if settings.journal != "off":
+            import os
+
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
+            path = Path(settings.journal) if settings.journal != "auto" else settings.output / "journals" / name
+            self.journal = journal_mod.Journal(path, header=self.journal_header)
         self.scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
 
     # ------------------------------------------------------------ session resources (lazy)
@@ -177,11 +189,7 @@ class DenseBench:
         return self.settings.output
 
     def context(self) -> BuildContext:
-        import os
-
         cache = (self.output_dir / "cache").resolve()
-        # Inductor's FX-graph and AOTAutograd caches: a second run of the same model skips most compiling.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
         return BuildContext(device=self.device, settings=self.settings, calibration=self.calibration[0],
                             cache_dir=cache, model_digest=self.model_digest)
 
@@ -203,10 +211,13 @@ class DenseBench:
     # ------------------------------------------------------------ runners
 
     def release_runner(self) -> None:
+        released = self._runner[0] if self._runner is not None else None
         if self._runner is not None and isinstance(self._runner[1], Runner):
             self._runner[1].release()
         self._runner = None
         self._free_device_memory()
+        if released is not None:
+            self.memory_trace.append({"after_releasing": released, **telemetry.memory_now(self.device)})
 
     def _free_device_memory(self) -> None:
         gc.collect()
@@ -243,8 +254,28 @@ class DenseBench:
         return result
 
     def note(self, optimization: str, batch_size: int | None, status: str, reason: str | None = None,
-             **summary: Any) -> None:
-        self.outcomes.append(Outcome(optimization, batch_size, status, reason, summary))
+             *, journal: bool = True, **summary: Any) -> None:
+        outcome = Outcome(optimization, batch_size, status, reason, summary)
+        self.outcomes.append(outcome)
+        if journal and self.journal is not None:
+            self.journal.write({"type": "outcome", "outcome": outcome.as_dict()})
+
+    def journal_header(self) -> dict[str, Any]:
+        """The journal's first line: what recovery needs to rebuild a pytest-benchmark JSON."""
+        import datetime
+
+        return {"datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "machine_info": self.machine_info() if self.machine_info else {},
+                "commit_info": self.commit_info() if self.commit_info else {},
+                "densebench": self.run_info()}
+
+    machine_info: Any = None  # set by the plugin: () -> pytest-benchmark machine_info
+    commit_info: Any = None
+
+    def journal_benchmark(self, benchmark: Any) -> None:
+        stats = getattr(benchmark, "stats", None)
+        if self.journal is not None and stats is not None:
+            self.journal.write({"type": "benchmark", "benchmark": stats.as_dict(include_data=True)})
 
     # ------------------------------------------------------------ one benchmark
 
@@ -326,6 +357,7 @@ class DenseBench:
         if self.scalars is not None:
             info["tensorboard_run"] = str(self.scalars.write(info))
         benchmark.extra_info.update(info)
+        self.journal_benchmark(benchmark)
         self.note(runner.name, batch_size, "measured" if parity["passed"] else "parity_failed",
                   None if parity["passed"] else "; ".join(parity["failures"]),
                   throughput_samples_per_s=info["throughput_samples_per_s"], latency_ms=info["latency_ms"],
@@ -378,16 +410,27 @@ class DenseBench:
     def add_worker(self, run_info: dict[str, Any]) -> None:
         """On an xdist controller: take in a worker's outcomes and record."""
         self.workers.append(run_info)
-        for o in run_info.get("outcomes", []):
-            o = dict(o)
-            self.note(o.pop("optimization"), o.pop("batch_size"), o.pop("status"), o.pop("reason"), **o)
+        self.merge_outcomes(run_info.get("outcomes", []), journal=True)
 
-    def close(self) -> None:
-        """End of the session: release the last runner, flush TensorBoard writers."""
+    def merge_outcomes(self, outcomes: list[dict[str, Any]], journal: bool) -> None:
+        """Outcomes measured in another process; journaled here only when asked."""
+        for o in outcomes:
+            o = dict(o)
+            self.note(o.pop("optimization"), o.pop("batch_size"), o.pop("status"), o.pop("reason"),
+                      journal=journal, **o)
+
+    def finish(self) -> None:
+        """All benchmarks ran: release the last runner (its memory is measured like the others')."""
         if self._runner is not None:
             self.release_runner()
+
+    def close(self) -> None:
+        """End of the session: release the last runner, flush TensorBoard writers, close the journal."""
+        self.finish()
         if self.scalars is not None:
             self.scalars.close()
+        if self.journal is not None:
+            self.journal.close(complete=True)
 
     # ------------------------------------------------------------ run-level record
 
@@ -412,10 +455,24 @@ class DenseBench:
             for key in ("device", "device_name", "weights", "dataset", "calibration"):
                 if key not in info and key in self.workers[0]:
                     info[key] = self.workers[0][key]
+        if self.children:
+            first = next(iter(self.children.values())).run_info
+            for key in ("device", "device_name", "weights", "dataset", "calibration"):
+                if key not in info and key in first:
+                    info[key] = first[key]
+            info["isolated"] = {opt: {"returncode": c.returncode, "timed_out": c.timed_out,
+                                      "elapsed_s": c.elapsed_s, "log": str(c.log)}
+                                for opt, c in self.children.items()}
         if self.worker is not None:
             info["worker"] = self.worker
         if self.parallel is not None:
             info["parallel"] = self.parallel
+        if self.journal is not None:
+            info["journal"] = str(self.journal.path)
+        if self.recovered:
+            info["recovered_journals"] = self.recovered
+        if self.memory_trace:
+            info["memory_trace"] = self.memory_trace
         if "calibration" in self.__dict__:
             info["calibration"] = {"images": len(self.calibration[0]), "overlaps_parity_set": self.calibration[1]}
         measured = [o for o in self.outcomes if o.status in ("measured", "parity_failed")]

@@ -1,4 +1,4 @@
-"""``densebench`` command line: run | report | compare | env | list | data.
+"""``densebench`` command line: run | report | compare | recover | env | list | data.
 
 ``densebench run`` is the suite with sensible defaults: it runs pytest on the benchmark
 suite (``./benchmarks`` in a checkout, else the copy inside the package), autosaves with
@@ -77,6 +77,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(compare.summary_line(changes))
     return 1 if any(c.flagged for c in changes) else 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from . import journal
+
+    out = Path(args.output)
+    try:
+        doc = journal.recover(Path(args.journal), out)
+    except (OSError, ValueError) as exc:
+        print(f"densebench recover: {exc}", file=sys.stderr)
+        return 2
+    dense = doc["densebench"]
+    state = "complete" if dense["complete"] else "interrupted (no end marker: the run crashed or was killed)"
+    print(f"densebench recover: {len(doc['benchmarks'])} benchmark(s) and {len(dense['outcomes'])} outcome(s) "
+          f"from {args.journal}, {state} -> {out}")
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -166,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--markdown", help="also write the markdown table here (for a PR comment)")
     comp.add_argument("--allow-different-devices", action="store_true",
                       help="compare runs from different devices anyway")
+    rec = sub.add_parser("recover", help="turn a results journal (e.g. of a crashed run) into pytest-benchmark JSON")
+    rec.add_argument("journal", help="journal-*.jsonl from OUTPUT/journals")
+    rec.add_argument("-o", "--output", required=True, help="the JSON file to write (atomically)")
     env = sub.add_parser("env", help="machine, GPUs, libraries and which optimizations can run here")
     env.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("list", help="list the optimizations")
@@ -181,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare, "env": cmd_env,
-                "list": cmd_list, "data": cmd_data}
+    handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare,
+                "recover": cmd_recover, "env": cmd_env, "list": cmd_list, "data": cmd_data}
     return handlers[args.command](args)
 
 

@@ -13,6 +13,7 @@ give real top-1/top-5 accuracy on Tiny ImageNet's 200 classes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -137,13 +138,25 @@ def download(url: str, dest: Path, md5: str | None = None, *, max_bytes: int = M
                 mode = "ab" if resumed else "wb"
                 total = have if resumed else 0
                 with open(part, mode) as fh:
-                    while block := response.read(1 << 20):
+                    while True:
+                        try:
+                            block = response.read(1 << 16)
+                        except http.client.IncompleteRead as cut:
+                            fh.write(cut.partial)  # keep what arrived: the next attempt resumes after it
+                            raise
+                        if not block:
+                            break
                         total += len(block)
                         if total > max_bytes:
+                            fh.close()
                             part.unlink(missing_ok=True)
                             raise DataError(f"download of {url} exceeded the size cap of {max_bytes} bytes; "
                                             "refusing it")
                         fh.write(block)
+                length = response.headers.get("Content-Length")
+                if length is not None and total < (have if resumed else 0) + int(length):
+                    # the server closed early: keep the partial file, the next attempt resumes after it
+                    raise ConnectionError(f"transfer cut short after {total} bytes")
             if md5 and (got := md5_of(part)) != md5:
                 part.unlink(missing_ok=True)
                 last_error = f"MD5 mismatch (expected {md5}, got {got}); discarded and restarting clean"

@@ -76,6 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if assignment.pinned:
             parallel.pin(assignment)
             settings = dataclasses.replace(settings, device=assignment.device)
+    # Inductor's caches under the output directory, set before anything asks Inductor where they are
+    # (it fixes the location on first use): a second run with the same output reuses them.
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((settings.output / "cache" / "inductor").resolve()))
     session = config.stash[SESSION_KEY] = DenseBench(settings)
     if assignment is not None:
         session.worker = assignment.as_dict()
@@ -98,10 +103,36 @@ def _pinned(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Pinned xdist: keep pytest-benchmark on; only the controller writes files."""
-    bs = getattr(session.config, "_benchmarksession", None)
-    if bs is None or not _pinned(session.config):
+    config = session.config
+    dense = config.stash.get(SESSION_KEY, None)
+    bs = getattr(config, "_benchmarksession", None)
+    if dense is not None and bs is not None:
+        _journal_and_atomic_saving(config, dense, bs)
+    if bs is None or not _pinned(config):
         return
+    _keep_benchmarks_on(session, bs)
+
+
+def _journal_and_atomic_saving(config: pytest.Config, dense: Any, bs: Any) -> None:
+    """Give the journal its header sources, write the final JSON atomically, recover crashed runs."""
+    from . import journal
+
+    dense.machine_info = bs.get_machine_info
+    dense.commit_info = lambda: config.hook.pytest_benchmark_generate_commit_info(config=config)
+    from pytest_benchmark.utils import safe_dumps
+
+    def save_json(output_json: dict[str, Any]) -> None:
+        journal.atomic_write_text(bs.json, safe_dumps(output_json, ensure_ascii=True, indent=4))
+        bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
+
+    bs.save_json = save_json
+    if dense.worker is None and dense.settings.journal == "auto" and dense.journal is not None:
+        recovered = journal.recover_unfinished(dense.journal.path.parent, skip=dense.journal.path)
+        dense.recovered = [str(p) for p in recovered]
+
+
+def _keep_benchmarks_on(session: pytest.Session, bs: Any) -> None:
+    """Pinned xdist: keep pytest-benchmark on; only the controller writes files."""
     if bs.skip or (session.config.getoption("benchmark_disable") and not session.config.getoption("benchmark_enable")):
         return
     bs.disabled = False
@@ -127,7 +158,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     bs = getattr(config, "_benchmarksession", None)
     if bs is not None:
         bs.benchmarks.extend(benchmarks)
-    config.stash[SESSION_KEY].add_worker(run_info)
+    dense = config.stash[SESSION_KEY]
+    for bench in benchmarks:
+        if dense.journal is not None:
+            dense.journal.write({"type": "benchmark", "benchmark": bench.data})
+    dense.add_worker(run_info)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -161,6 +196,8 @@ def densebench_session(request: pytest.FixtureRequest) -> Any:
     from .bench import InputError
 
     session = request.config.stash[SESSION_KEY]
+    if session.settings.isolate:
+        return session  # each child loads the model and data itself
     try:
         session.prepare()
     except InputError as exc:
@@ -174,6 +211,8 @@ def optimized(densebench_session: Any, optimization: str, batch_size: int) -> An
     from .bench import BuildFailed, OutOfMemory
     from .optimizations import Unavailable
 
+    if densebench_session.settings.isolate:
+        return None  # built in a child process, see densebench_measure
     try:
         return densebench_session.runner(optimization, batch_size)
     except Unavailable as exc:
@@ -188,11 +227,17 @@ def optimized(densebench_session: Any, optimization: str, batch_size: int) -> An
 
 
 @pytest.fixture
-def densebench_measure(densebench_session: Any, optimized: Any, batch_size: int) -> Any:
-    """Measure ``optimized`` at ``batch_size`` with a benchmark fixture; out of memory becomes a skip."""
+def densebench_measure(request: pytest.FixtureRequest, densebench_session: Any, optimized: Any,
+                       optimization: str, batch_size: int) -> Any:
+    """Measure ``optimized`` at ``batch_size`` with a benchmark fixture; out of memory becomes a skip.
+
+    With --densebench-isolate the optimization runs in a child process and this returns what
+    the child measured (or records how it died)."""
     from .bench import OutOfMemory
 
     def measure(benchmark: Any) -> Any:
+        if optimized is None:
+            return _isolated(request, densebench_session, optimization, batch_size, benchmark)
         try:
             return densebench_session.measure(benchmark, optimized, batch_size)
         except OutOfMemory as exc:
@@ -200,6 +245,41 @@ def densebench_measure(densebench_session: Any, optimized: Any, batch_size: int)
             pytest.skip(str(exc))
 
     return measure
+
+
+def _isolated(request: pytest.FixtureRequest, dense: Any, optimization: str, batch_size: int,
+              benchmark: Any) -> Any:
+    from . import isolate
+    from .bench import Measurement
+    from .parallel import WorkerBenchmark
+
+    config = request.config
+    child = dense.children.get(optimization)
+    if child is None:
+        where = dense.settings.output / "isolated" / dense.run_name
+        child = dense.children[optimization] = isolate.run_child(config, dense.settings, request.node.path,
+                                                                 optimization, where)
+        dense.merge_outcomes(list(child.outcomes.values()), journal=True)
+    benchmark._mode = "isolated: measured in a child process"  # pytest-benchmark: the fixture was used
+    bench = child.benchmarks.get(batch_size)
+    if bench is not None:
+        bs = getattr(config, "_benchmarksession", None)
+        if bs is not None:
+            bs.benchmarks.append(WorkerBenchmark(bench))
+        if dense.journal is not None:
+            dense.journal.write({"type": "benchmark", "benchmark": bench})
+        return Measurement(bench["extra_info"])
+    outcome = child.outcomes.get(batch_size)
+    if outcome is not None and outcome["status"] in ("skipped", "oom"):
+        pytest.skip(outcome["reason"])
+    if outcome is not None and outcome["status"] == "failed":
+        pytest.fail(outcome["reason"], pytrace=False)
+    status, message = child.failure()
+    if status == "oom":
+        dense.note(optimization, batch_size, status, message)
+        pytest.skip(message)
+    dense.note(optimization, batch_size, status, message)
+    pytest.fail(message, pytrace=False)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -224,6 +304,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
+        session.finish()
         output_json["densebench"] = session.run_info()
 
 

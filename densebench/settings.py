@@ -98,6 +98,14 @@ OPTIONS: tuple[Option, ...] = (
            "write throughput, latency, memory and utilization scalars as TensorBoard event files "
            "(OUTPUT/tensorboard/RUN/OPTIMIZATION)", "BOOL"),
     Option("telemetry_interval_ms", "20", "telemetry sampling interval while a benchmark is timed (>= 1)", "MS"),
+    Option("journal", "auto",
+           "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
+           "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH", "PATH"),
+    Option("isolate", "false",
+           "build and benchmark each optimization in a child process, so a segfault, a hang or an OOM kill "
+           "is recorded for that optimization and the run goes on", "BOOL"),
+    Option("timeout", "1800", "with --densebench-isolate: seconds one optimization may take (all batch sizes)",
+           "SECONDS"),
     Option("offline", "false", "never download anything (auto weights and dataset fall back at once)", "BOOL"),
 )
 
@@ -131,6 +139,9 @@ class Settings:
     profile_rounds: int = 3
     tensorboard: bool = False
     telemetry_interval_ms: int = 20
+    journal: str = "auto"
+    isolate: bool = False
+    timeout: int = 1800
     offline: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -269,6 +280,26 @@ def _device(errors: list[str], text: str) -> str:
     return dev
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an output directory (created later, on demand), or None.
+
+    Tries a temporary file in the nearest existing ancestor: permission bits alone say
+    nothing for root, and some file systems refuse writes whatever the bits say."""
+    import tempfile
+
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"'{path}' is not a directory ('{probe}' is a file)"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return f"'{path}' is not writable ('{probe}': {exc.strerror or exc})"
+    return None
+
+
 def _device_kind(device: str, optimizations: str) -> str:
     """'cpu' or 'cuda': what 'best' is expanded for (auto asks torch, only when 'best' is used)."""
     if device == "auto" and "best" in optimizations:
@@ -310,6 +341,11 @@ def parse(raw: Mapping[str, str]) -> Settings:
         errors.append(f"--densebench-dataset: {dataset!r} is not an existing directory (allowed: auto, "
                       "tiny-imagenet, synthetic, or the path of an ImageFolder tree: ROOT/<class>/<image>)")
 
+    output = Path(raw["output"]).expanduser()
+    problem = _unwritable(output)
+    if problem:
+        errors.append(f"--densebench-output: {problem} (choose a writable directory)")
+
     settings = Settings(
         device=device,
         optimizations=optimizations,
@@ -318,7 +354,7 @@ def parse(raw: Mapping[str, str]) -> Settings:
         weights=weights,
         dataset=dataset,
         data_dir=Path(raw["data_dir"]).expanduser(),
-        output=Path(raw["output"]).expanduser(),
+        output=output,
         eval_samples=_int(errors, "--densebench-eval-samples", raw["eval_samples"], 1),
         calibration_samples=_int(errors, "--densebench-calibration-samples", raw["calibration_samples"], 0),
         latency_budget_ms=_budget(errors, raw["latency_budget_ms"]),
@@ -334,6 +370,9 @@ def parse(raw: Mapping[str, str]) -> Settings:
         profile_rounds=_int(errors, "--densebench-profile-rounds", raw["profile_rounds"], 1),
         tensorboard=_bool(errors, "--densebench-tensorboard", raw["tensorboard"]),
         telemetry_interval_ms=_int(errors, "--densebench-telemetry-interval-ms", raw["telemetry_interval_ms"], 1),
+        journal=raw["journal"].strip() or "auto",
+        isolate=_bool(errors, "--densebench-isolate", raw["isolate"]),
+        timeout=_int(errors, "--densebench-timeout", raw["timeout"], 1),
         offline=_bool(errors, "--densebench-offline", raw["offline"]),
     )
     if errors:

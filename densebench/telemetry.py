@@ -391,6 +391,25 @@ class Monitor:
         return out
 
 
+def memory_now(device: Any) -> dict[str, Any]:
+    """Process RSS (after returning freed heap to the OS) and CUDA allocation right now."""
+    import ctypes
+
+    import psutil
+
+    try:  # glibc keeps freed memory mapped; give it back so RSS shows what is really held
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    out: dict[str, Any] = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        out["cuda_allocated_mb"] = torch.cuda.memory_allocated(device) / 2**20
+        out["cuda_reserved_mb"] = torch.cuda.memory_reserved(device) / 2**20
+    return out
+
+
 def peak_memory_mb(extra_info: dict[str, Any]) -> float | None:
     """The memory figure to compare optimizations by: device peak on GPU, process RSS peak on CPU."""
     mem = extra_info.get("memory") or {}

@@ -1,14 +1,15 @@
-"""``int8``: post-training static INT8 quantization with PT2E, then ``torch.compile``.
+"""``int8``: post-training static INT8 quantization with PT2E, compiled by Inductor.
 
 CPU: ``torch.export`` -> torchao's ``X86InductorQuantizer`` (per-channel weights,
 per-tensor activations) -> calibration on the dataset's calibration images (disjoint
-from the parity images) -> ``convert_pt2e`` -> ``torch.compile`` with weight freezing,
-which lowers the quantize/dequantize patterns to oneDNN INT8 kernels (VNNI/AMX).
-Stacked with ``amp`` the non-quantized ops run in BF16 (Inductor's int8-mixed-bf16).
+from the parity images) -> ``convert_pt2e`` -> Inductor with weight freezing, which
+lowers the quantize/dequantize patterns to oneDNN INT8 kernels (VNNI/AMX). Stacked with
+``amp`` the non-quantized ops run in BF16 (Inductor's int8-mixed-bf16).
 
-The quantized program is saved under the cache directory (``torch.export.save``), so a
-second run skips export and calibration. On CUDA there is no INT8 convolution path in
-PyTorch itself: use ``tensorrt_int8`` there.
+Inductor compiles it ahead of time (AOTInductor), one package per batch size, because
+with weight freezing its just-in-time caches do not apply: the quantized program and each
+package are stored under the cache directory, so a second run loads instead of compiling.
+On CUDA there is no INT8 convolution path in PyTorch itself: use ``tensorrt_int8`` there.
 """
 
 from __future__ import annotations
@@ -78,50 +79,71 @@ def quantize(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     return converted, False
 
 
-class FrozenCompile:
-    """Compile each new input shape with Inductor's weight freezing on.
+def mixed_bf16(inner: Any) -> Any:
+    """The quantized program under BF16 autocast (int8-mixed-bf16), as a module to export."""
+    import torch
 
-    The INT8 lowering (quantize/dequantize patterns -> oneDNN qconv) runs only when freezing
-    is on in the global Inductor config while the graph compiles; ``options={"freezing": True}``
-    is not enough for it. The patch is active only for the call that compiles a new shape
-    (warm-up), so timed rounds pay one dictionary lookup.
-    """
+    class MixedBF16(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
 
-    def __init__(self, compiled: Any):
-        self.compiled = compiled
-        self.shapes: set[tuple[int, ...]] = set()
+        def forward(self, x: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.inner(x)
 
-    def __call__(self, x: Any) -> Any:
-        shape = tuple(x.shape)
-        if shape in self.shapes:
-            return self.compiled(x)
+    return MixedBF16()
+
+
+class AOTPackages:
+    """One AOTInductor package per input shape: loaded from the cache, or compiled (with weight
+    freezing) and stored there. A timed round is one dictionary lookup and the package call."""
+
+    def __init__(self, program: Any, ctx: BuildContext, key: str):
+        self.program, self.ctx, self.key = program, ctx, key
+        self.loaded: dict[tuple[int, ...], Any] = {}
+        self.from_cache: dict[int, bool] = {}
+
+    def load(self, x: Any) -> Any:
+        import tempfile
+        from pathlib import Path
+
+        import torch
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=True):
-            out = self.compiled(x)
-        self.shapes.add(shape)
-        return out
+        cache = self.ctx.cache("int8") or Path(tempfile.mkdtemp(prefix="densebench-int8-"))
+        shape = tuple(x.shape)
+        package = cache / f"densenet121-int8-{self.key}-{'x'.join(map(str, shape))}.pt2"
+        self.from_cache[shape[0]] = package.is_file()
+        if not package.is_file():
+            with torch.inference_mode(False), torch.no_grad():
+                exported = torch.export.export(self.program, (x.clone(),))
+                with inductor_config.patch(freezing=True):
+                    tmp = package.with_suffix(".tmp.pt2")
+                    torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+                    tmp.replace(package)
+        return torch._inductor.aoti_load_package(str(package))
+
+    def __call__(self, x: Any) -> Any:
+        runner = self.loaded.get(tuple(x.shape))
+        if runner is None:
+            runner = self.loaded[tuple(x.shape)] = self.load(x)
+        return runner(x)
 
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
-    import torch
-
     module = forward.module if hasattr(forward, "module") else forward
     quantized, cached = quantize(module, example, ctx)
-    if plan.autocast:
-        inner = quantized
-
-        def quantized(x: Any) -> Any:  # int8-mixed-bf16: non-quantized ops in BF16
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return inner(x)
-
-    compiled = FrozenCompile(torch.compile(quantized, backend="inductor", dynamic=False))
-    compiled(example)
+    program = mixed_bf16(quantized) if plan.autocast else quantized
+    key = calibration_key(ctx, example[:1], extra=f"{example.is_contiguous()}-amp{plan.autocast}")
+    packages = AOTPackages(program, ctx, key)
+    packages(example)
     precision = "int8+bf16" if plan.autocast else "int8"
-    return Backed(forward=compiled, precision=precision,
+    return Backed(forward=packages, precision=precision,
                   info={"quantizer": "torchao X86InductorQuantizer (PT2E, static, per-channel weights)",
                         "calibration_images": 0 if ctx.calibration is None else len(ctx.calibration),
-                        "quantized_from_cache": cached, "backend": "inductor", "freezing": True})
+                        "quantized_from_cache": cached, "compiler": "AOTInductor (weight freezing)",
+                        "package_from_cache": packages.from_cache.get(len(example))})
 
 
 def _check(plan: Plan) -> str | None:

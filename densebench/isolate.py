@@ -1,0 +1,121 @@
+"""``--densebench-isolate``: each optimization is built and benchmarked in a child process.
+
+A backend that segfaults, hangs past ``--densebench-timeout`` or is killed for memory
+takes its own child down, not the run. The parent starts one child per optimization
+(all batch sizes), in its own process group, running the same suite with the same
+settings; the child journals every finished benchmark, so what it measured before dying
+is kept. The parent then turns the child's journal into this run's results, and records
+a crash (with the signal), a timeout or an out-of-memory kill for the batch sizes the
+child did not finish. Ctrl-C in the parent kills and reaps the child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import journal
+from .settings import Settings
+
+# pytest-benchmark options a child must share with its parent (timing rules).
+_BENCHMARK_OPTIONS = ("min_rounds", "max_time", "min_time", "timer", "calibration_precision", "disable_gc",
+                      "warmup", "warmup_iterations", "precision", "confidence")
+
+
+@dataclass
+class ChildRun:
+    optimization: str
+    returncode: int | None
+    timed_out: bool
+    elapsed_s: float
+    log: Path
+    benchmarks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+    def failure(self) -> tuple[str, str]:
+        """(status, message) for a batch size the child did not finish."""
+        tail = ""
+        if self.log.is_file():
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+            tail = " | ".join(lines[-3:])[-400:]
+        if self.timed_out:
+            return "timeout", (f"{self.optimization}: no result within --densebench-timeout "
+                               f"({self.elapsed_s:.0f} s); the child was killed. Log: {self.log}")
+        code = self.returncode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            kind = "oom" if -code == signal.SIGKILL else "crashed"
+            why = " (SIGKILL: often the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
+            return kind, f"{self.optimization}: the child process died with {name}{why}. Log: {self.log}"
+        return "crashed", (f"{self.optimization}: the child process exited with status {code} before finishing "
+                           f"this batch size: {tail} (log: {self.log})")
+
+
+def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in settings.as_dict().items():
+        if value is None:
+            value = "none"
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        env["DENSEBENCH_" + key.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["DENSEBENCH_ISOLATE"] = "false"
+    env["DENSEBENCH_JOURNAL"] = str(journal_path)
+    env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a killed child got
+    return env
+
+
+def run_child(config: Any, settings: Settings, test_path: Path, optimization: str, out_dir: Path) -> ChildRun:
+    """Benchmark one optimization at every batch size in a child pytest process."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in optimization)
+    journal_path = out_dir / f"journal-{safe}.jsonl"
+    journal_path.unlink(missing_ok=True)
+    log = out_dir / f"{safe}.log"
+    cmd = [sys.executable, "-m", "pytest", str(test_path), "-p", "densebench.plugin", "-p", "no:cacheprovider",
+           "-q", f"--rootdir={config.rootpath}", f"--densebench-optimizations={optimization}"]
+    for name in _BENCHMARK_OPTIONS:
+        value = config.getoption(f"benchmark_{name}", None)
+        if value is None or value is False:
+            continue
+        flag = "--benchmark-" + name.replace("_", "-")
+        cmd += [flag] if value is True else [f"{flag}={getattr(value, 'name', value)}"]
+    env = child_env(settings, journal_path)
+    start = time.perf_counter()
+    timed_out = False
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=config.rootpath, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=settings.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill(proc)
+        except BaseException:  # Ctrl-C or anything else: never leave the child behind
+            _kill(proc)
+            raise
+    run = ChildRun(optimization, proc.returncode, timed_out, time.perf_counter() - start, log)
+    if journal_path.is_file():
+        content = journal.read(journal_path)
+        for bench in content["benchmarks"]:
+            run.benchmarks[int(bench["extra_info"]["batch_size"])] = bench
+        for outcome in content["outcomes"]:
+            if outcome.get("batch_size") is not None:
+                run.outcomes[int(outcome["batch_size"])] = outcome
+        run.run_info = content["header"].get("densebench") or {}
+    return run
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

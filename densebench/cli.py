@@ -1,4 +1,4 @@
-"""``densebench`` command line: run | report | compare | recover | env | list | data.
+"""``densebench`` command line: run | report | show | compare | recover | env | list | data.
 
 ``densebench run`` is the suite with sensible defaults: it runs pytest on the benchmark
 suite (``./benchmarks`` in a checkout, else the copy inside the package), autosaves with
@@ -77,6 +77,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(compare.summary_line(changes))
     return 1 if any(c.flagged for c in changes) else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .report import ReportError, table_lines
+
+    try:
+        print("\n".join(table_lines(Path(args.result))))
+    except ReportError as exc:
+        print(f"densebench show: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -171,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", help="pytest-benchmark JSON files written by densebench")
     report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
     report.add_argument("--latency-budget-ms", type=float, help="name the best configuration under this p99")
+    show = sub.add_parser("show", help="a plain-text table of one result file")
+    show.add_argument("result", help="pytest-benchmark JSON written by densebench")
     comp = sub.add_parser("compare", help="significant performance changes between two runs (exit 1 on regression)")
     comp.add_argument("base", help="baseline JSON")
     comp.add_argument("new", help="new JSON")
@@ -201,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare,
-                "recover": cmd_recover, "env": cmd_env, "list": cmd_list, "data": cmd_data}
+                "recover": cmd_recover, "show": cmd_show, "env": cmd_env, "list": cmd_list, "data": cmd_data}
     return handlers[args.command](args)
 
 

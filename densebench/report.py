@@ -128,7 +128,10 @@ def load_all(paths: list[Path]) -> list[Record]:
 
 
 def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
-    return "—" if value is None else f"{value:{spec}}{unit}"
+    if value is None:
+        width = "".join(c for c in spec.split(".", maxsplit=1)[0] if c.isdigit())
+        return "—".rjust(int(width)) if width else "—"
+    return f"{value:{spec}}{unit}"
 
 
 def insights(records: list[Record], latency_budget_ms: float | None) -> list[str]:
@@ -429,3 +432,39 @@ def build(paths: list[Path], out: Path, latency_budget_ms: float | None = None) 
 def terminal_summary(paths: list[Path], latency_budget_ms: float | None = None, limit: int = 12) -> list[str]:
     """A one-screen summary: the findings, at most ``limit`` lines."""
     return insights(load_all(paths), latency_budget_ms)[:limit]
+
+
+def table_lines(path: Path) -> list[str]:
+    """A plain-text table of every benchmark in one result file, then what was not measured and why."""
+    from .telemetry import peak_memory_mb
+
+    doc = load(Path(path))
+    head = (f"{'optimization':32s} {'bs':>4s} {'precision':9s} {'img/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
+            f"{'peak MB':>8s} {'mJ/img':>7s} {'GPU %':>5s} {'W':>5s} {'xcheck':>6s} parity")
+    lines = [head]
+    benches = [b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("optimization")]
+    for b in sorted(benches, key=lambda b: (b["extra_info"]["batch_size"],
+                                            -(b["extra_info"].get("throughput_samples_per_s") or 0))):
+        e = b["extra_info"]
+        gpu, lat, check = e.get("gpu") or {}, e.get("latency_ms") or {}, e.get("crosscheck") or {}
+        energy = _energy(e)
+        mj = None if energy is None else 1000 * energy
+        parity = e.get("parity") or {}
+        lines.append(
+            f"{e['optimization']:32s} {e['batch_size']:4d} {e.get('precision') or '—':9s} "
+            f"{_fmt(e.get('throughput_samples_per_s'), '9.1f')} {_fmt(lat.get('p50'), '8.2f')} "
+            f"{_fmt(lat.get('p99'), '8.2f')} {_fmt(peak_memory_mb(e), '8.0f')} "
+            f"{_fmt(mj, '7.2f')} {_fmt(gpu.get('utilization_mean_pct'), '5.0f')} "
+            f"{_fmt(gpu.get('power_mean_w'), '5.0f')} {_fmt(check.get('ratio'), '6.3f')} "
+            + ("pass" if parity.get("passed", True) else "FAIL: " + "; ".join(parity.get("failures", []))))
+    dense = doc.get("densebench") or {}
+    for o in dense.get("outcomes", []):
+        if o["status"] != "measured":
+            lines.append(f"{o['status']}: {o['optimization']} at batch {o.get('batch_size')}: {o.get('reason')}")
+    for r in dense.get("best", []):
+        sp = r.get("speedup_vs_baseline")
+        lines.append(f"best at batch {r['batch_size']}: {r['optimization']} {r['throughput_samples_per_s']:.1f} img/s"
+                     + (f" ({sp:.2f}x baseline)" if sp else ""))
+    if dense.get("setup_s"):
+        lines.append(f"setup: {dense['setup_s']}")
+    return lines

@@ -133,6 +133,40 @@ def names() -> list[str]:
     return list(techniques())
 
 
+def register_backend_technique(name: str, build: Callable[..., Backed], summary: str, rank: int,
+                               requires: Requirements = Requirements(),
+                               check: Callable[[Plan], str | None] | None = None) -> Technique:
+    """A technique that is a backend of its own name: register both."""
+    register_backend(Backend(name, build))
+    return register(Technique(rank=rank, name=name, summary=summary, apply=set_backend(name), check=check,
+                              requires=requires, kind="backend"))
+
+
+def weight_dtype(name: str, dtype: str) -> Callable[[Plan], Plan]:
+    """A modifier that casts weights and inputs to ``dtype`` (excludes any other weight dtype)."""
+
+    def apply(plan: Plan) -> Plan:
+        if plan.weight_dtype != "float32":
+            raise StackError(f"{name} and {plan.weight_dtype} weights exclude each other")
+        return plan.with_(weight_dtype=dtype)
+
+    return apply
+
+
+def host_numpy_io() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """(prepare, to_logits) for runtimes fed host NumPy arrays: ONNX Runtime and OpenVINO on the CPU."""
+    import numpy as np
+    import torch
+
+    def prepare(batch: Any) -> Any:
+        return np.ascontiguousarray(batch.float().cpu().numpy())
+
+    def to_logits(out: Any) -> Any:
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    return prepare, to_logits
+
+
 def set_backend(name: str) -> Callable[[Plan], Plan]:
     def apply(plan: Plan) -> Plan:
         if plan.backend != "eager":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Backed, Backend, BuildContext, Plan, Technique, register, register_backend, set_backend
+from .base import Backed, BuildContext, Plan, register_backend_technique
 
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
@@ -30,15 +30,12 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
                              options=options or None)
     compiled(example)  # compile now; setup time, not timed
     mode_name = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else "default")
-    return Backed(forward=compiled, info={"backend": "inductor", "mode": mode_name, "dynamic": False,
-                                          **{k: v for k, v in options.items() if isinstance(v, (bool, int, str))}})
+    # Dynamo's code cache keeps the compiled graphs (with their frozen weights) alive after the
+    # runner is dropped; reset it when the runner is released so memory does not grow run-long.
+    return Backed(forward=compiled, cleanup=torch._dynamo.reset,
+                  info={"backend": "inductor", "mode": mode_name, "dynamic": False,
+                        **{k: v for k, v in options.items() if isinstance(v, (bool, int, str))}})
 
 
-register_backend(Backend("compile", build))
-register(Technique(
-    rank=30,
-    name="compile",
-    summary="torch.compile (Inductor, static shapes; weight freezing on CPU)",
-    apply=set_backend("compile"),
-    kind="backend",
-))
+register_backend_technique("compile", build, rank=30,
+                           summary="torch.compile (Inductor, static shapes; weight freezing on CPU)")

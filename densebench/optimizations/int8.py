@@ -19,14 +19,10 @@ from typing import Any
 
 from .base import (
     Backed,
-    Backend,
     BuildContext,
     Plan,
     Requirements,
-    Technique,
-    register,
-    register_backend,
-    set_backend,
+    register_backend_technique,
 )
 
 REQUIRES = Requirements(devices=frozenset({"cpu"}),
@@ -152,13 +148,5 @@ def _check(plan: Plan) -> str | None:
     return None
 
 
-register_backend(Backend("int8", build))
-register(Technique(
-    rank=70,
-    name="int8",
-    summary="PT2E static INT8 (torchao X86InductorQuantizer, calibrated) + torch.compile; CPU",
-    apply=set_backend("int8"),
-    check=_check,
-    requires=REQUIRES,
-    kind="backend",
-))
+register_backend_technique("int8", build, rank=70, requires=REQUIRES, check=_check,
+                           summary="PT2E static INT8 (torchao X86InductorQuantizer, calibrated), AOTInductor; CPU")

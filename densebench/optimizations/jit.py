@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .base import Backed, Backend, BuildContext, Plan, Technique, register, register_backend, set_backend
+from .base import Backed, BuildContext, Plan, register_backend_technique
 
 
 class _PerShape:
@@ -36,18 +36,27 @@ class _PerShape:
         return graph(x)
 
 
+def release_torchscript_state(runner: _PerShape) -> None:
+    """TorchScript keeps every traced module type (with its frozen weights as constants) in global
+    registries for the life of the process: about one model's worth of memory per trace. Clear them
+    when the runner is released, so a long run does not grow with every batch size."""
+    import torch
+
+    runner.graphs.clear()
+    clear_registry = getattr(torch._C, "_jit_clear_class_registry", None)
+    if clear_registry is not None:
+        clear_registry()
+    recursive = torch.jit._recursive
+    if hasattr(recursive, "ConcreteTypeStore"):
+        recursive.concrete_type_store = recursive.ConcreteTypeStore()
+    torch.jit._state._clear_class_state()
+
+
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     runner = _PerShape(forward)
     runner(example)
-    return Backed(forward=runner, info={"backend": "torchscript", "trace": True, "freeze": True,
-                                        "optimize_for_inference": True})
+    return Backed(forward=runner, cleanup=lambda: release_torchscript_state(runner),
+                  info={"backend": "torchscript", "trace": True, "freeze": True, "optimize_for_inference": True})
 
 
-register_backend(Backend("jit", build))
-register(Technique(
-    rank=40,
-    name="jit",
-    summary="TorchScript trace + freeze + optimize_for_inference",
-    apply=set_backend("jit"),
-    kind="backend",
-))
+register_backend_technique("jit", build, rank=40, summary="TorchScript trace + freeze + optimize_for_inference")

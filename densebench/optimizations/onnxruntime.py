@@ -12,16 +12,13 @@ from typing import Any
 
 from .base import (
     Backed,
-    Backend,
     BuildContext,
     Plan,
     Requirements,
-    Technique,
     Unavailable,
+    host_numpy_io,
     model_only,
-    register,
-    register_backend,
-    set_backend,
+    register_backend_technique,
 )
 
 REQUIRES = Requirements(packages=(("onnxruntime", "pip install 'densebench[onnxruntime]'"),
@@ -98,26 +95,14 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
         run(prepare(example))
         return Backed(forward=run, prepare=prepare, precision="fp32", info=info)
 
-    def prepare_cpu(batch: Any) -> Any:
-        return np.ascontiguousarray(batch.float().numpy())
+    prepare_cpu, to_logits = host_numpy_io()
 
     def run_cpu(x: Any) -> Any:
         return session.run([output_name], {input_name: x})[0]
 
-    def to_logits(out: Any) -> Any:
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
-
-    run_cpu(prepare_cpu(example.cpu()))
+    run_cpu(prepare_cpu(example))
     return Backed(forward=run_cpu, prepare=prepare_cpu, to_logits=to_logits, precision="fp32", info=info)
 
 
-register_backend(Backend("onnxruntime", build))
-register(Technique(
-    rank=80,
-    name="onnxruntime",
-    summary="ONNX export (dynamo) + ONNX Runtime (CUDA provider with I/O binding on GPU)",
-    apply=set_backend("onnxruntime"),
-    check=model_only("onnxruntime"),
-    requires=REQUIRES,
-    kind="backend",
-))
+register_backend_technique("onnxruntime", build, rank=80, requires=REQUIRES, check=model_only("onnxruntime"),
+                           summary="ONNX export (dynamo) + ONNX Runtime (CUDA provider with I/O binding on GPU)")

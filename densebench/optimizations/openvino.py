@@ -18,15 +18,12 @@ from typing import Any
 
 from .base import (
     Backed,
-    Backend,
     BuildContext,
     Plan,
     Requirements,
-    Technique,
+    host_numpy_io,
     model_only,
-    register,
-    register_backend,
-    set_backend,
+    register_backend_technique,
 )
 from .int8 import calibration_key
 
@@ -72,7 +69,6 @@ def quantize(model: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
 
 
 def _build(forward: Any, example: Any, plan: Plan, ctx: BuildContext, int8: bool) -> Backed:
-    import numpy as np
     import openvino as ov
     import torch
 
@@ -91,14 +87,10 @@ def _build(forward: Any, example: Any, plan: Plan, ctx: BuildContext, int8: bool
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # e.g. "bf16", "f32"
     precision = "int8" if int8 else _PRECISIONS.get(hint, hint)
 
-    def prepare(batch: Any) -> Any:
-        return np.ascontiguousarray(batch.float().cpu().numpy())
+    prepare, to_logits = host_numpy_io()
 
     def run(x: Any) -> Any:
         return request.infer([x])[0]
-
-    def to_logits(out: Any) -> Any:
-        return torch.from_numpy(np.array(out, dtype=np.float32))
 
     run(prepare(example))
     info = {"backend": "openvino", "version": ov.__version__, "device": "CPU",
@@ -120,23 +112,8 @@ def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Bac
     return _build(forward, example, plan, ctx, int8=True)
 
 
-register_backend(Backend("openvino", build))
-register_backend(Backend("openvino_int8", build_int8))
-register(Technique(
-    rank=90,
-    name="openvino",
-    summary="OpenVINO on the CPU with its default settings (precision hint recorded)",
-    apply=set_backend("openvino"),
-    check=model_only("openvino"),
-    requires=REQUIRES,
-    kind="backend",
-))
-register(Technique(
-    rank=91,
-    name="openvino_int8",
-    summary="OpenVINO + NNCF post-training INT8, calibrated on the dataset",
-    apply=set_backend("openvino_int8"),
-    check=model_only("openvino_int8"),
-    requires=REQUIRES_INT8,
-    kind="backend",
-))
+register_backend_technique("openvino", build, rank=90, requires=REQUIRES, check=model_only("openvino"),
+                           summary="OpenVINO on the CPU with its default settings (precision hint recorded)")
+register_backend_technique("openvino_int8", build_int8, rank=91, requires=REQUIRES_INT8,
+                           check=model_only("openvino_int8"),
+                           summary="OpenVINO + NNCF post-training INT8, calibrated on the dataset")

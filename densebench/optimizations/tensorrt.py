@@ -19,14 +19,10 @@ from typing import Any
 
 from .base import (
     Backed,
-    Backend,
     BuildContext,
     Plan,
     Requirements,
-    Technique,
-    register,
-    register_backend,
-    set_backend,
+    register_backend_technique,
 )
 
 REQUIRES = Requirements(devices=frozenset({"cuda"}),
@@ -120,24 +116,9 @@ def _check_int8(plan: Plan) -> str | None:
     return None
 
 
-register_backend(Backend("tensorrt", build))
-register_backend(Backend("tensorrt_int8", build_int8))
-register(Technique(
-    rank=62,
-    name="tensorrt_int8",
-    summary="Torch-TensorRT INT8 engine from a ModelOpt-calibrated model",
-    apply=set_backend("tensorrt_int8"),
-    check=_check_int8,
-    requires=Requirements(devices=frozenset({"cuda"}), packages=(
-        REQUIRES.packages[0], ("modelopt", "pip install nvidia-modelopt"))),
-    kind="backend",
-))
-register(Technique(
-    rank=60,
-    name="tensorrt",
-    summary="Torch-TensorRT engine (dynamo frontend), precision from the model's dtype",
-    apply=set_backend("tensorrt"),
-    check=_check,
-    requires=REQUIRES,
-    kind="backend",
-))
+register_backend_technique("tensorrt", build, rank=60, requires=REQUIRES, check=_check,
+                           summary="Torch-TensorRT engine (dynamo frontend), precision from the model's dtype")
+register_backend_technique("tensorrt_int8", build_int8, rank=62, check=_check_int8,
+                           requires=Requirements(devices=frozenset({"cuda"}), packages=(
+                               REQUIRES.packages[0], ("modelopt", "pip install nvidia-modelopt"))),
+                           summary="Torch-TensorRT INT8 engine from a ModelOpt-calibrated model")

@@ -162,5 +162,8 @@ def test_crosscheck_agrees_with_pytest_benchmark(run_suite) -> None:
     run.result.assert_outcomes(passed=1)
     check = run.benchmarks["baseline-bs1"]["extra_info"]["crosscheck"]
     assert check["method"].startswith("torch.utils.benchmark")
-    # Gross harness errors (timing a compile, a copy, the wrong thing) move this far more.
-    assert 0.8 <= check["ratio"] <= 1.25, check
+    assert check["ratio"] > 0 and check["min_ms"] <= check["median_ms"], check
+    # Gross harness errors (timing a compile, a copy, the wrong thing) move this far more. The
+    # fastest rounds are compared, not the medians: load from other jobs on a shared CI machine
+    # moved one median by 30% (23.7 vs 16.2 ms) while the minima stayed within 2%.
+    assert 0.8 <= check["ratio_min"] <= 1.25, check

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ def suite_path() -> tuple[Path, Path]:
     return package / "suite", package.parent
 
 
+def _default_isolation(extra: list[str]) -> bool:
+    """``densebench run`` isolates optimizations unless the user chose otherwise or runs xdist workers."""
+    chosen = any(a.startswith("--densebench-isolate") for a in extra) or "DENSEBENCH_ISOLATE" in os.environ
+    parallel = any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
+    return not chosen and not parallel
+
+
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
@@ -34,6 +42,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
                    "--benchmark-autosave", "-rs",
                    # the CLI imported densebench before pytest could rewrite its asserts; nothing to rewrite
                    "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
+    if _default_isolation(extra):
+        # One process per optimization: a crashing backend costs only itself, and on CPU each
+        # optimization's peak RSS is its own, not inflated by runtimes loaded before it.
+        pytest_args.append("--densebench-isolate")
     print("densebench run: pytest " + " ".join(pytest_args), flush=True)
     code = int(pytest.main(pytest_args))
     results = output / "results.json"

@@ -134,6 +134,20 @@ def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def _shared_process_memory(dense: dict[str, Any]) -> str | None:
+    """A caveat when CPU peak-RSS figures come from one process that loaded runtime after runtime."""
+    trace = dense.get("memory_trace") or []
+    if len(trace) < 2 or any("cuda_allocated_mb" in t for t in trace):
+        return None  # on CUDA the figure is the device's peak allocation, per optimization
+    first, top = trace[0]["rss_mb"], max(t["rss_mb"] for t in trace)
+    if top <= first * 1.10:
+        return None
+    return (f"caution: peak memory here is the RSS of one process that ran every optimization in turn; it "
+            f"rose from {first:.0f} MB (after {trace[0]['after_releasing']}) to {top:.0f} MB as runtimes "
+            "loaded, so later optimizations' figures include earlier ones' libraries. "
+            "`--densebench-isolate` (the default of `densebench run`) measures each in its own process.")
+
+
 def insights(records: list[Record], latency_budget_ms: float | None) -> list[str]:
     lines: list[str] = []
     by_label: dict[str, list[Record]] = defaultdict(list)
@@ -164,6 +178,9 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
             lines.append(f"{prefix}most throughput per GB of peak memory: **{eff.optimization}** at batch "
                          f"{eff.batch_size} ({1024 * eff.throughput / eff.peak_memory_mb:.1f} img/s per GB, "
                          f"{eff.peak_memory_mb:.0f} MB peak).")
+            shared = _shared_process_memory(recs[0].run.densebench)
+            if shared:
+                lines.append(prefix + shared)
         energy = [r for r in recs if r.parity_passed and r.energy_per_image_j is not None]
         if energy:
             low = min(energy, key=lambda r: r.energy_per_image_j)
@@ -197,6 +214,14 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
 
 
 # ---------------------------------------------------------------- plots
+
+
+def _label_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plots(records: list[Record], out: Path) -> dict[str, Path]:
@@ -239,11 +264,7 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
             ax.plot([r.batch_size for r in recs], [r.throughput for r in recs], style, marker=marker[opt],
                     color=color[opt], label=opt)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("images / s")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_axes(ax, label, "batch size", "images / s")
     save(fig, "throughput")
 
     fig, axes = grid("Latency per batch: p50 (bar) and p99 (tick)")
@@ -302,11 +323,7 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
             for r in group:
                 ax.annotate(f"bs{r.batch_size}", (r.peak_memory_mb, r.throughput), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
-        ax.set_xlabel("peak memory, MB (device on GPU, process RSS on CPU)")
-        ax.set_ylabel("images / s")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_axes(ax, label, "peak memory, MB (device on GPU, process RSS on CPU)", "images / s")
     save(fig, "memory_tradeoff")
 
     energy = [r for r in records if r.energy_per_image_j is not None]

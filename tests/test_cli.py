@@ -58,4 +58,5 @@ def test_run_uses_the_packaged_suite_outside_a_checkout(tmp_path: Path) -> None:
     saved = json.loads((out / "results.json").read_text())
     assert [b["param"] for b in saved["benchmarks"]] == ["baseline-bs1"]
     assert saved["benchmarks"][0]["fullname"].startswith("densebench/suite/test_inference.py::")
+    assert saved["densebench"]["isolated"]["baseline"]["returncode"] == 0, "densebench run isolates by default"
     assert "warnings summary" not in proc.stdout

@@ -127,6 +127,19 @@ def test_report_from_real_json(runs: dict, tmp_path: Path) -> None:
     assert "energy.png" not in parser.sources and "Energy per image: not measured" in md
 
 
+def test_report_warns_when_cpu_memory_came_from_one_growing_process(runs: dict, tmp_path: Path) -> None:
+    doc = json.loads(runs["base"].read_text())
+    trace = doc["densebench"]["memory_trace"]
+    assert [t["after_releasing"] for t in trace] == ["baseline", "channels_last"]
+    assert "caution: peak memory" not in build([runs["base"]], tmp_path / "flat")["markdown"].read_text()
+    # The same run as if the second optimization had loaded a runtime of 50% of the process's size.
+    trace[-1]["rss_mb"] = trace[0]["rss_mb"] * 1.5
+    grown = tmp_path / "grown.json"
+    grown.write_text(json.dumps(doc))
+    md = build([grown], tmp_path / "grown")["markdown"].read_text()
+    assert f"rose from {trace[0]['rss_mb']:.0f} MB (after baseline) to {trace[-1]['rss_mb']:.0f} MB" in md
+
+
 def test_report_merges_runs_and_keeps_them_apart(runs: dict, tmp_path: Path) -> None:
     written = build([runs["base"], runs["slow"]], tmp_path / "merged")
     md = written["markdown"].read_text()

@@ -35,8 +35,10 @@ def slow_eager(forward, example, plan, ctx):
 base.register_backend(base.Backend("eager", slow_eager))
 '''
 
+# Rounds spread over a quarter second: with 12 rounds in 50 ms, one burst of load from other
+# jobs on a shared 2-core machine moved a whole run's median by more than 50%.
 ARGS = ("--densebench-optimizations=baseline,channels_last", "--densebench-batch-sizes=1,2",
-        "--benchmark-min-rounds=12", "--benchmark-max-time=0.05")
+        "--benchmark-min-rounds=30", "--benchmark-max-time=0.25")
 
 
 def run_suite(directory: Path, *extra: str, conftest: str | None = None) -> subprocess.CompletedProcess:
@@ -88,7 +90,10 @@ def test_compare_flags_the_slowdown_with_a_clear_message(runs: dict, tmp_path: P
 
 def test_compare_ignores_noise_between_two_runs_of_the_same_code(runs: dict,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["compare", str(runs["base"]), str(runs["same"]), "--threshold", "50%"])
+    # Two runs of identical code on this shared 2-core machine differed by up to 36% in median
+    # (whole-run load, which no bootstrap over one run's rounds can see); the slowed runner
+    # above is more than 10x slower, so the thresholds keep a wide margin on both sides.
+    code = main(["compare", str(runs["base"]), str(runs["same"]), "--threshold", "100%"])
     assert code == 0, capsys.readouterr().out
     assert "no regression in 4 comparisons" in capsys.readouterr().out
 

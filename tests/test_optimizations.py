@@ -109,15 +109,11 @@ register(Technique(name="hungry", summary="runs out of memory from batch 4", app
 '''
 
 
-def test_out_of_memory_is_recorded_and_the_run_goes_on(pytester_sub: pytest.Pytester) -> None:
-    from tests.conftest import FAST, SUITE, SuiteRun
-
+def test_out_of_memory_is_recorded_and_the_run_goes_on(pytester_sub: pytest.Pytester, run_suite) -> None:
     pytester_sub.makeconftest(OOM)
-    pytester_sub.makepyfile(test_suite=SUITE)
-    result = pytester_sub.runpytest_subprocess(
-        *FAST, "--densebench-optimizations=hungry,baseline", "--densebench-batch-sizes=2,4",
-        "--densebench-latency-budget-ms=10000", "--benchmark-json=out.json", "-rs")
-    run = SuiteRun(result, pytester_sub.path / "out.json")
+    run = run_suite("--densebench-optimizations=hungry,baseline", "--densebench-batch-sizes=2,4",
+                    "--densebench-latency-budget-ms=10000", "-rs")
+    result = run.result
     result.assert_outcomes(passed=3, skipped=1)
     assert sorted(run.benchmarks) == ["baseline-bs2", "baseline-bs4", "hungry-bs2"]
     oom = run.outcomes("oom")

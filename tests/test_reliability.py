@@ -19,7 +19,7 @@ import torch
 
 from densebench import data, journal
 from densebench.cli import main
-from tests.conftest import FAST, REPO, SUITE, SuiteRun, make_tiny_zip
+from tests.conftest import FAST, REPO, SUITE, make_tiny_zip
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 EAGER = "--densebench-optimizations=baseline,channels_last,amp,bf16"
@@ -113,13 +113,12 @@ register(Technique(name="hang", summary="never builds", apply=set_backend("hang"
 '''
 
 
-def test_isolation_records_a_segfault_and_a_hang_and_measures_the_rest(pytester_sub: pytest.Pytester) -> None:
+def test_isolation_records_a_segfault_and_a_hang_and_measures_the_rest(pytester_sub: pytest.Pytester,
+                                                                       run_suite) -> None:
     pytester_sub.makeconftest(CRASHING)
-    pytester_sub.makepyfile(test_suite=SUITE)
-    result = pytester_sub.runpytest_subprocess(
-        *FAST, "--densebench-optimizations=baseline,segfault,hang,channels_last", "--densebench-batch-sizes=1,2",
-        "--densebench-isolate", "--densebench-timeout=25", "--benchmark-json=out.json")
-    run = SuiteRun(result, pytester_sub.path / "out.json")
+    run = run_suite("--densebench-optimizations=baseline,segfault,hang,channels_last", "--densebench-batch-sizes=1,2",
+                    "--densebench-isolate", "--densebench-timeout=25")
+    result = run.result
     result.assert_outcomes(passed=5, failed=3)
     assert sorted(run.benchmarks) == ["baseline-bs1", "baseline-bs2", "channels_last-bs1", "channels_last-bs2",
                                       "segfault-bs1"], "everything that did not crash was measured"

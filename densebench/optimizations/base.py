@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..settings import SettingsError
@@ -258,6 +260,23 @@ class BuildContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def cache_key(self, example: Any, extra: str = "") -> str:
+        """Key for a cached calibrated artefact: weights, input shape, torch version, calibration images."""
+        import torch
+
+        digest = hashlib.sha256()
+        for part in (self.model_digest, str(tuple(example.shape)), torch.__version__, extra,
+                     self._calibration_digest):
+            digest.update(part.encode())
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def _calibration_digest(self) -> str:
+        """Hashed once per context: the images are ~19 MB at the defaults and several keys use them."""
+        if self.calibration is None:
+            return ""
+        return hashlib.sha256(self.calibration.numpy().tobytes()).hexdigest()
+
     def calibration_batches(self, batch_size: int) -> list[Any]:
         """The calibration images in batches (CPU float32 NCHW); the example itself if there are none."""
         images = self.calibration
@@ -317,8 +336,7 @@ class Runner:
         """CPU float32 NCHW batch -> what forward() takes, resident on the device. Not timed."""
         if self.backed.prepare is not None:
             return self.backed.prepare(batch)
-        # Always a fresh tensor (made under inference mode by the caller), never a view of the dataset.
-        return batch.to(self.device, self.input_dtype, copy=True).contiguous(memory_format=self.memory_format)
+        return device_batch(batch, self.device, self.input_dtype, self.memory_format)
 
     def __call__(self, prepared: Any) -> Any:
         return self.backed.forward(prepared)
@@ -363,6 +381,20 @@ def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
         cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
+def torch_memory_format(plan: Plan) -> Any:
+    import torch
+
+    return torch.channels_last if plan.memory_format == "channels_last" else torch.contiguous_format
+
+
+def device_batch(batch: Any, device: Any, dtype: Any, memory_format: Any) -> Any:
+    """The batch as a runner takes it: on the device, in its dtype and memory format.
+
+    Always a fresh tensor (made under inference mode by the caller), never a view of the dataset.
+    """
+    return batch.to(device, dtype, copy=True).contiguous(memory_format=memory_format)
+
+
 def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runner:
     """Build the named (stacked) optimization from the FP32 CPU ``model``.
 
@@ -379,7 +411,7 @@ def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runn
         raise Unavailable(reason)
     start = time.perf_counter()
     dtype = getattr(torch, _DTYPES[plan.weight_dtype])
-    memory_format = torch.channels_last if plan.memory_format == "channels_last" else torch.contiguous_format
+    memory_format = torch_memory_format(plan)
     module = copy.deepcopy(model).eval().to(ctx.device)
     if dtype != torch.float32:
         module = module.to(dtype)
@@ -392,7 +424,7 @@ def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runn
     with flags(ctx.device, tf32=plan.tf32):
         # Built in inference mode from an inference tensor, like every input it will see later
         # (Dynamo guards on that: a mismatch would recompile in the timed rounds).
-        example_dev = example.to(ctx.device, dtype, copy=True).contiguous(memory_format=memory_format)
+        example_dev = device_batch(example, ctx.device, dtype, memory_format)
         backed = _BACKENDS[plan.backend].build(forward, example_dev, plan, ctx)
         for part in plan.parts:
             wrap = _TECHNIQUES[part].wrap

@@ -18,7 +18,8 @@ from .base import Backed, BuildContext, Plan, register_backend_technique
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     import torch
 
-    mode = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else None)
+    requested = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else None)
+    mode = requested
     options: dict[str, Any] = {}
     if ctx.device.type == "cpu":
         options["freezing"] = True
@@ -29,11 +30,10 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     compiled = torch.compile(forward, backend="inductor", mode=mode, dynamic=False, fullgraph=True,
                              options=options or None)
     compiled(example)  # compile now; setup time, not timed
-    mode_name = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else "default")
     # Dynamo's code cache keeps the compiled graphs (with their frozen weights) alive after the
     # runner is dropped; reset it when the runner is released so memory does not grow run-long.
     return Backed(forward=compiled, cleanup=torch._dynamo.reset,
-                  info={"backend": "inductor", "mode": mode_name, "dynamic": False,
+                  info={"backend": "inductor", "mode": requested or "default", "dynamic": False,
                         **{k: v for k, v in options.items() if isinstance(v, (bool, int, str))}})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Backed, BuildContext, Plan, Requirements, Technique, register
+from .base import Backed, BuildContext, Plan, Requirements, Technique, device_batch, register, torch_memory_format
 
 
 class Graphed:
@@ -40,7 +40,7 @@ class Graphed:
         return entry
 
     def prepare(self, batch: Any) -> Any:
-        x = batch.to(self.device, self.dtype, copy=True).contiguous(memory_format=self.memory_format)
+        x = device_batch(batch, self.device, self.dtype, self.memory_format)
         entry = self.graphs.get(tuple(x.shape)) or self.capture(x)
         entry[1].copy_(x)
         return entry[1]
@@ -54,12 +54,9 @@ class Graphed:
 
 
 def _wrap(backed: Backed, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
-    import torch
-
     if plan.backend != "eager":  # compile handles it itself (reduce-overhead mode)
         return backed
-    memory_format = torch.channels_last if plan.memory_format == "channels_last" else torch.contiguous_format
-    graphed = Graphed(backed.forward, ctx.device, example.dtype, memory_format)
+    graphed = Graphed(backed.forward, ctx.device, example.dtype, torch_memory_format(plan))
     graphed.capture(example)
     return Backed(forward=graphed, prepare=graphed.prepare, precision=backed.precision,
                   info={**backed.info, "cuda_graph": "torch.cuda.CUDAGraph"})

@@ -14,7 +14,6 @@ On CUDA there is no INT8 convolution path in PyTorch itself: use ``tensorrt_int8
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from .base import (
@@ -29,20 +28,6 @@ REQUIRES = Requirements(devices=frozenset({"cpu"}),
                         packages=(("torchao", "pip install 'densebench[int8]'"),))
 
 
-def calibration_key(ctx: BuildContext, example: Any, extra: str = "") -> str:
-    """Cache key: weights, input shape, calibration images, torch version."""
-    import torch
-
-    digest = hashlib.sha256()
-    digest.update(ctx.model_digest.encode())
-    digest.update(str(tuple(example.shape)).encode())
-    digest.update(torch.__version__.encode())
-    digest.update(extra.encode())
-    if ctx.calibration is not None:
-        digest.update(ctx.calibration.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def quantize(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     """(quantized GraphModule, whether it came from the cache)."""
     import torch
@@ -53,7 +38,7 @@ def quantize(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     )
 
     cache = ctx.cache("int8")
-    key = calibration_key(ctx, example[:1], extra=str(example.is_contiguous()))
+    key = ctx.cache_key(example[:1], extra=str(example.is_contiguous()))
     path = cache / f"densenet121-pt2e-{key}.pt2" if cache else None
     if path is not None and path.is_file():
         return torch.export.load(str(path)).module(), True
@@ -131,7 +116,7 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     module = forward.module if hasattr(forward, "module") else forward
     quantized, cached = quantize(module, example, ctx)
     program = mixed_bf16(quantized) if plan.autocast else quantized
-    key = calibration_key(ctx, example[:1], extra=f"{example.is_contiguous()}-amp{plan.autocast}")
+    key = ctx.cache_key(example[:1], extra=f"{example.is_contiguous()}-amp{plan.autocast}")
     packages = AOTPackages(program, ctx, key)
     packages(example)
     precision = "int8+bf16" if plan.autocast else "int8"

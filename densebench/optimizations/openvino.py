@@ -25,7 +25,6 @@ from .base import (
     model_only,
     register_backend_technique,
 )
-from .int8 import calibration_key
 
 OV = ("openvino", "pip install 'densebench[openvino]'")
 REQUIRES = Requirements(devices=frozenset({"cpu"}), packages=(OV,))
@@ -57,7 +56,7 @@ def quantize(model: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     import openvino as ov
 
     cache = ctx.cache("openvino")
-    key = calibration_key(ctx, example[:1], extra="nncf")
+    key = ctx.cache_key(example[:1], extra="nncf")
     xml = cache / f"densenet121-int8-{key}.xml" if cache else None
     if xml is not None and xml.is_file():
         return ov.Core().read_model(str(xml)), True

@@ -29,8 +29,13 @@ REQUIRES = Requirements(devices=frozenset({"cuda"}),
                         packages=(("torch_tensorrt", "pip install 'densebench[tensorrt]' with a CUDA torch"),))
 
 
-def compile_settings(example: Any, ctx: BuildContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Keyword arguments for torch_tensorrt.dynamo.compile that this installed release accepts."""
+def compile_settings(example: Any, ctx: BuildContext, int8: bool = False) -> dict[str, Any]:
+    """Keyword arguments for torch_tensorrt.dynamo.compile that this installed release accepts.
+
+    Releases with explicit typing take precisions from the (quantized) graph; older ones need
+    them listed, INT8 included for a ModelOpt-quantized module.
+    """
+    import torch
     import torch_tensorrt
 
     fields = {f.name for f in dataclasses.fields(torch_tensorrt.dynamo.CompilationSettings)}
@@ -40,15 +45,13 @@ def compile_settings(example: Any, ctx: BuildContext, extra: dict[str, Any] | No
     if "use_explicit_typing" in fields:
         wanted["use_explicit_typing"] = True
     else:
-        wanted["enabled_precisions"] = {example.dtype}
-    wanted.update(extra or {})
+        wanted["enabled_precisions"] = {example.dtype, torch.int8} if int8 else {example.dtype}
     return {k: v for k, v in wanted.items() if k in fields}
 
 
 class _PerShape:
-    def __init__(self, module: Any, ctx: BuildContext, extra: dict[str, Any] | None = None,
-                 export_context: Any = None):
-        self.module, self.ctx, self.extra = module, ctx, extra
+    def __init__(self, module: Any, ctx: BuildContext, int8: bool = False, export_context: Any = None):
+        self.module, self.ctx, self.int8 = module, ctx, int8
         self.export_context = export_context or contextlib.nullcontext
         self.engines: dict[tuple[int, ...], Any] = {}
         self.settings: dict[str, Any] = {}
@@ -60,7 +63,7 @@ class _PerShape:
         with torch.inference_mode(False), torch.no_grad(), self.export_context():
             x = x.clone()  # a normal tensor: export cannot trace inference tensors
             program = torch.export.export(self.module, (x,))
-            self.settings = compile_settings(x, self.ctx, self.extra)
+            self.settings = compile_settings(x, self.ctx, self.int8)
             return torch_tensorrt.dynamo.compile(program, inputs=[x], **self.settings)
 
     def __call__(self, x: Any) -> Any:
@@ -95,9 +98,7 @@ def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Bac
 
     with torch.inference_mode(False), torch.no_grad():
         mtq.quantize(module, mtq.INT8_DEFAULT_CFG, forward_loop=calibrate)
-    extra = {} if "use_explicit_typing" in {f.name for f in dataclasses.fields(
-        torch_tensorrt.dynamo.CompilationSettings)} else {"enabled_precisions": {torch.int8, example.dtype}}
-    runner = _PerShape(module, ctx, extra, export_context=export_torch_mode)
+    runner = _PerShape(module, ctx, int8=True, export_context=export_torch_mode)
     runner(example)
     return Backed(forward=runner, precision="int8",
                   info={"backend": "torch_tensorrt", "version": torch_tensorrt.__version__,

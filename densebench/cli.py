@@ -27,7 +27,7 @@ def suite_path() -> tuple[Path, Path]:
 def _default_isolation(extra: list[str]) -> bool:
     """``densebench run`` isolates optimizations unless the user chose otherwise or runs xdist workers."""
     chosen = any(a.startswith("--densebench-isolate") for a in extra) or "DENSEBENCH_ISOLATE" in os.environ
-    parallel = any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
+    parallel = any(a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
     return not chosen and not parallel
 
 
@@ -50,11 +50,12 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     code = int(pytest.main(pytest_args))
     results = output / "results.json"
     if results.is_file():
-        from .report import ReportError, build, terminal_summary
+        from .report import ReportError, insights, load_all, write
 
         try:
-            written = build([results], output)
-            print("densebench: " + "\n  ".join(["findings:", *terminal_summary([results])]))
+            records = load_all([results])  # parsed once: the file holds every raw round
+            written = write(records, output)
+            print("densebench: " + "\n  ".join(["findings:", *insights(records, None)[:12]]))
             print(f"densebench: JSON {results}\n            report {written['html']} (and report.md, plots)")
         except ReportError as exc:
             print(f"densebench: no report: {exc}")

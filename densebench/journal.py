@@ -98,11 +98,11 @@ def read(path: Path) -> dict[str, Any]:
     return {"header": header, "benchmarks": benchmarks, "outcomes": outcomes, "complete": complete}
 
 
-def to_pytest_benchmark(path: Path) -> dict[str, Any]:
-    """A pytest-benchmark JSON document from a journal."""
+def to_pytest_benchmark(path: Path, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pytest-benchmark JSON document from a journal (``content``: what ``read`` gave, if read already)."""
     import pytest_benchmark
 
-    content = read(path)
+    content = read(path) if content is None else content
     header = content["header"]
     dense = dict(header.get("densebench") or {})
     dense["outcomes"] = content["outcomes"]
@@ -113,10 +113,30 @@ def to_pytest_benchmark(path: Path) -> dict[str, Any]:
             "version": pytest_benchmark.__version__, "densebench": dense}
 
 
-def recover(path: Path, out: Path) -> dict[str, Any]:
-    doc = to_pytest_benchmark(path)
+def recover(path: Path, out: Path, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = to_pytest_benchmark(path, content)
     atomic_write_text(out, json.dumps(doc, indent=2, default=str))
     return doc
+
+
+_END = (json.dumps({"type": "end"}) + "\n").encode()
+
+
+def _ends_complete(path: Path) -> bool:
+    """Whether the journal's last line is the end marker, read from its tail only.
+
+    Every run looks at every journal in its output directory; finished ones (the usual case,
+    raw timings and all) need not be parsed again.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size < len(_END):
+                return False
+            fh.seek(size - len(_END))
+            return fh.read() == _END
+    except OSError:
+        return False
 
 
 def recover_unfinished(directory: Path, skip: Path | None = None) -> list[Path]:
@@ -128,7 +148,7 @@ def recover_unfinished(directory: Path, skip: Path | None = None) -> list[Path]:
         if skip is not None and journal.resolve() == skip.resolve():
             continue
         target = journal.with_name(journal.name.replace("journal-", "recovered-").replace(".jsonl", ".json"))
-        if target.exists():
+        if target.exists() or _ends_complete(journal):
             continue
         try:
             content = read(journal)
@@ -136,6 +156,6 @@ def recover_unfinished(directory: Path, skip: Path | None = None) -> list[Path]:
             continue
         if content["complete"] or not content["benchmarks"]:
             continue
-        recover(journal, target)
+        recover(journal, target, content)
         written.append(target)
     return written

@@ -11,7 +11,7 @@ import html
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,25 +102,23 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
 
 def load_all(paths: list[Path]) -> list[Record]:
     """Records of every file, labelled so different devices and runs never mix."""
-    docs = [(Path(p), load(Path(p))) for p in paths]
-    records: list[Record] = []
-    for path, doc in docs:
-        records += records_from(doc, path)
+    per_file = [(Path(p), records_from(load(Path(p)), Path(p))) for p in paths]
     devices = defaultdict(set)
-    for r in records:
-        devices[r.run.device_name].add(r.run.path)
-    if len(docs) > 1:  # label by device, and by run when one device has several
-        relabelled = []
-        for path, doc in docs:
-            recs = [r for r in records if r.run.path == str(path)]
-            if not recs:
-                continue
+    for _, recs in per_file:
+        for r in recs:
+            devices[r.run.device_name].add(r.run.path)
+    records: list[Record] = []
+    for path, recs in per_file:
+        if recs and len(per_file) > 1:  # label by device, and by run when one device has several
             run = recs[0].run
             label = run.device_name
             if len(devices[run.device_name]) > 1:
                 label += f" · {run.node} · {path.stem}"
-            relabelled += records_from(doc, path, label)
-        records = relabelled
+            run = replace(run, label=label)  # still one Run per file
+            recs = [replace(r, run=run) for r in recs]
+        records += recs
+    if not records:
+        raise ReportError("no measured benchmarks in " + ", ".join(map(str, paths)))
     return records
 
 
@@ -403,10 +401,12 @@ class Doc:
 
 
 def build(paths: list[Path], out: Path, latency_budget_ms: float | None = None) -> dict[str, Path]:
-    """Write report.md, report.html and the plots into ``out``; return their paths."""
-    records = load_all(paths)
-    if not records:
-        raise ReportError("no measured benchmarks in " + ", ".join(map(str, paths)))
+    """Write report.md, report.html and the plots for the JSON files into ``out``; return their paths."""
+    return write(load_all(paths), out, latency_budget_ms)
+
+
+def write(records: list[Record], out: Path, latency_budget_ms: float | None = None) -> dict[str, Path]:
+    """Write report.md, report.html and the plots for loaded records into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     images = plots(records, out)
     doc = Doc()
@@ -448,11 +448,6 @@ def build(paths: list[Path], out: Path, latency_budget_ms: float | None = None) 
     page = out / "report.html"
     page.write_text(doc.html("densebench report"))
     return {"markdown": md, "html": page, **images}
-
-
-def terminal_summary(paths: list[Path], latency_budget_ms: float | None = None, limit: int = 12) -> list[str]:
-    """A one-screen summary: the findings, at most ``limit`` lines."""
-    return insights(load_all(paths), latency_budget_ms)[:limit]
 
 
 def table_lines(path: Path) -> list[str]:

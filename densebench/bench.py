@@ -107,9 +107,9 @@ class DenseBench:
         self.recovered: list[str] = []  # unfinished journals of earlier runs, recovered at start
         self.journal: journal_mod.Journal | None = None
         if settings.journal != "off":
-            import os
+            from .parallel import worker_id
 
-            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            worker = worker_id()
             name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
             path = Path(settings.journal) if settings.journal != "auto" else settings.output / "journals" / name
             self.journal = journal_mod.Journal(path, header=self.journal_header)
@@ -254,10 +254,10 @@ class DenseBench:
         return result
 
     def note(self, optimization: str, batch_size: int | None, status: str, reason: str | None = None,
-             *, journal: bool = True, **summary: Any) -> None:
+             **summary: Any) -> None:
         outcome = Outcome(optimization, batch_size, status, reason, summary)
         self.outcomes.append(outcome)
-        if journal and self.journal is not None:
+        if self.journal is not None:
             self.journal.write({"type": "outcome", "outcome": outcome.as_dict()})
 
     def journal_header(self) -> dict[str, Any]:
@@ -274,8 +274,13 @@ class DenseBench:
 
     def journal_benchmark(self, benchmark: Any) -> None:
         stats = getattr(benchmark, "stats", None)
-        if self.journal is not None and stats is not None:
-            self.journal.write({"type": "benchmark", "benchmark": stats.as_dict(include_data=True)})
+        if stats is not None:
+            self.journal_benchmark_data(stats.as_dict(include_data=True))
+
+    def journal_benchmark_data(self, data: dict[str, Any]) -> None:
+        """One finished benchmark as pytest-benchmark saves it (raw timings included)."""
+        if self.journal is not None:
+            self.journal.write({"type": "benchmark", "benchmark": data})
 
     # ------------------------------------------------------------ one benchmark
 
@@ -406,7 +411,7 @@ class DenseBench:
             # Noise on a shared machine only adds time, so the fastest rounds of the two timers
             # agree even when a burst of load moves one median: the lower tails are the steadier check.
             other_min = crosscheck.get("min_ms")
-            crosscheck["ratio_min"] = (other_min / (min(rounds) * 1e3)) if other_min and rounds else None
+            crosscheck["ratio_min"] = (other_min / latency["min"]) if other_min and latency else None
         info["crosscheck"] = crosscheck
         info.update(monitor.result(batch_size, calls))
         return info
@@ -414,14 +419,13 @@ class DenseBench:
     def add_worker(self, run_info: dict[str, Any]) -> None:
         """On an xdist controller: take in a worker's outcomes and record."""
         self.workers.append(run_info)
-        self.merge_outcomes(run_info.get("outcomes", []), journal=True)
+        self.merge_outcomes(run_info.get("outcomes", []))
 
-    def merge_outcomes(self, outcomes: list[dict[str, Any]], journal: bool) -> None:
-        """Outcomes measured in another process; journaled here only when asked."""
+    def merge_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
+        """Outcomes measured in another process (xdist worker, isolated child), noted and journaled here."""
         for o in outcomes:
             o = dict(o)
-            self.note(o.pop("optimization"), o.pop("batch_size"), o.pop("status"), o.pop("reason"),
-                      journal=journal, **o)
+            self.note(o.pop("optimization"), o.pop("batch_size"), o.pop("status"), o.pop("reason"), **o)
 
     def finish(self) -> None:
         """All benchmarks ran: release the last runner (its memory is measured like the others')."""
@@ -456,14 +460,12 @@ class DenseBench:
         if self.workers:
             info["workers"] = [{k: w.get(k) for k in ("worker", "device", "device_name", "weights", "dataset")}
                                for w in self.workers]
+        # What this process did not load itself, from the first worker, else the first child.
+        for other in self.workers[:1] + [c.run_info for c in list(self.children.values())[:1]]:
             for key in ("device", "device_name", "weights", "dataset", "calibration"):
-                if key not in info and key in self.workers[0]:
-                    info[key] = self.workers[0][key]
+                if key not in info and key in other:
+                    info[key] = other[key]
         if self.children:
-            first = next(iter(self.children.values())).run_info
-            for key in ("device", "device_name", "weights", "dataset", "calibration"):
-                if key not in info and key in first:
-                    info[key] = first[key]
             info["isolated"] = {opt: {"returncode": c.returncode, "timed_out": c.timed_out,
                                       "elapsed_s": c.elapsed_s, "log": str(c.log)}
                                 for opt, c in self.children.items()}

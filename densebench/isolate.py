@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import journal
-from .settings import Settings
+from .profiling import safe_name
+from .settings import OPTIONS, Settings, value_text
 
 # pytest-benchmark options a child must share with its parent (timing rules).
 _BENCHMARK_OPTIONS = ("min_rounds", "max_time", "min_time", "timer", "calibration_precision", "disable_gc",
@@ -60,12 +61,9 @@ class ChildRun:
 
 def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for key, value in settings.as_dict().items():
-        if value is None:
-            value = "none"
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        env["DENSEBENCH_" + key.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    for opt in OPTIONS:
+        value = getattr(settings, opt.key)
+        env[opt.env] = "none" if value is None else value_text(value)
     env["DENSEBENCH_ISOLATE"] = "false"
     env["DENSEBENCH_JOURNAL"] = str(journal_path)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a killed child got
@@ -75,7 +73,7 @@ def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
 def run_child(config: Any, settings: Settings, test_path: Path, optimization: str, out_dir: Path) -> ChildRun:
     """Benchmark one optimization at every batch size in a child pytest process."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in optimization)
+    safe = safe_name(optimization)
     journal_path = out_dir / f"journal-{safe}.jsonl"
     journal_path.unlink(missing_ok=True)
     log = out_dir / f"{safe}.log"

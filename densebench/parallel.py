@@ -82,14 +82,6 @@ def assign(device: str, workers: int, index: int) -> Assignment:
     return Assignment(True, name, device="cpu", cpus=tuple(cpus[index * per:(index + 1) * per]))
 
 
-def raw_device(config: Any) -> str:
-    """The device option before Settings exist (xdist asks for its worker count earlier)."""
-    value = config.getoption("densebench_device", None) or os.environ.get("DENSEBENCH_DEVICE")
-    if not value:
-        value = config.getini("densebench_device") or "auto"
-    return str(value).strip().lower()
-
-
 def pin(assignment: Assignment) -> None:
     """Apply a CPU assignment to this process (GPU assignments are applied through the settings)."""
     if assignment.cpus is not None and hasattr(os, "sched_setaffinity"):

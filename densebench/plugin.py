@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .settings import OPTIONS, Settings, SettingsError
+from .settings import OPTIONS, OPTIONS_BY_KEY, Settings, SettingsError, raw_value
 
 SESSION_KEY: pytest.StashKey[Any] = pytest.StashKey()
 
@@ -25,7 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(opt.ini, help=opt.help, default=None)
 
 
-def settings_from_config(config: pytest.Config) -> Settings:
+def _sources(config: pytest.Config) -> tuple[Any, Any]:
+    """(flag, ini): an option's raw value on the command line and in the ini file."""
     def flag(opt: Any) -> str | None:
         return config.getoption(f"densebench_{opt.key}", None)
 
@@ -33,8 +34,12 @@ def settings_from_config(config: pytest.Config) -> Settings:
         value = config.getini(opt.ini)
         return value or None
 
+    return flag, ini
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
     try:
-        return Settings.from_sources(flag, ini)
+        return Settings.from_sources(*_sources(config))
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -55,7 +60,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` means one worker per GPU when benchmarking on CUDA."""
     from . import parallel
 
-    if parallel.wants_cuda(parallel.raw_device(config)):
+    # Before Settings exist (xdist asks for its worker count early): the raw device option.
+    device = raw_value(OPTIONS_BY_KEY["device"], *_sources(config)) or "auto"
+    if parallel.wants_cuda(device.strip().lower()):
         return max(1, parallel.cuda_count())
     return None
 
@@ -86,10 +93,10 @@ def pytest_configure(config: pytest.Config) -> None:
         session.worker = assignment.as_dict()
     elif getattr(config.option, "numprocesses", None):  # the xdist controller
         n = int(config.option.numprocesses)
-        first = parallel.assign(settings.device, n, 0)
+        assignments = [parallel.assign(settings.device, n, i) for i in range(n)]
+        first = assignments[0]
         session.parallel = {"workers": n, "pinned": first.pinned, "reason": first.reason,
-                            "assignments": [parallel.assign(settings.device, n, i).as_dict() for i in range(n)]
-                            if first.pinned else []}
+                            "assignments": [a.as_dict() for a in assignments] if first.pinned else []}
 
 
 def _pinned(config: pytest.Config) -> bool:
@@ -154,15 +161,19 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if not payload:
         return
     benchmarks, run_info = parallel.load(payload)
-    config = node.config
+    dense = node.config.stash[SESSION_KEY]
+    _adopt(node.config, dense, benchmarks)
+    dense.add_worker(run_info)
+
+
+def _adopt(config: pytest.Config, dense: Any, benchmarks: list[Any]) -> None:
+    """Benchmarks measured in another process (WorkerBenchmark): into pytest-benchmark's results
+    and this run's journal."""
     bs = getattr(config, "_benchmarksession", None)
     if bs is not None:
         bs.benchmarks.extend(benchmarks)
-    dense = config.stash[SESSION_KEY]
     for bench in benchmarks:
-        if dense.journal is not None:
-            dense.journal.write({"type": "benchmark", "benchmark": bench.data})
-    dense.add_worker(run_info)
+        dense.journal_benchmark_data(bench.data)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -259,15 +270,11 @@ def _isolated(request: pytest.FixtureRequest, dense: Any, optimization: str, bat
         where = dense.settings.output / "isolated" / dense.run_name
         child = dense.children[optimization] = isolate.run_child(config, dense.settings, request.node.path,
                                                                  optimization, where)
-        dense.merge_outcomes(list(child.outcomes.values()), journal=True)
+        dense.merge_outcomes(list(child.outcomes.values()))
     benchmark._mode = "isolated: measured in a child process"  # pytest-benchmark: the fixture was used
     bench = child.benchmarks.get(batch_size)
     if bench is not None:
-        bs = getattr(config, "_benchmarksession", None)
-        if bs is not None:
-            bs.benchmarks.append(WorkerBenchmark(bench))
-        if dense.journal is not None:
-            dense.journal.write({"type": "benchmark", "benchmark": bench})
+        _adopt(config, dense, [WorkerBenchmark(bench)])
         return Measurement(bench["extra_info"])
     outcome = child.outcomes.get(batch_size)
     if outcome is not None and outcome["status"] in ("skipped", "oom"):
@@ -275,10 +282,9 @@ def _isolated(request: pytest.FixtureRequest, dense: Any, optimization: str, bat
     if outcome is not None and outcome["status"] == "failed":
         pytest.fail(outcome["reason"], pytrace=False)
     status, message = child.failure()
-    if status == "oom":
-        dense.note(optimization, batch_size, status, message)
-        pytest.skip(message)
     dense.note(optimization, batch_size, status, message)
+    if status == "oom":
+        pytest.skip(message)
     pytest.fail(message, pytrace=False)
 
 

@@ -161,10 +161,9 @@ class Settings:
         """Settings from raw strings: the flag, else the environment, else the ini key, else the default."""
         raw = {}
         for opt in OPTIONS:
-            for value in (flag(opt), os.environ.get(opt.env), ini(opt), opt.default):
-                if value is not None and str(value) != "":
-                    raw[opt.key] = str(value)
-                    break
+            value = raw_value(opt, flag, ini)
+            if value is not None:
+                raw[opt.key] = value
         return parse(raw)
 
     @classmethod
@@ -175,12 +174,23 @@ class Settings:
             raise SettingsError(f"unknown densebench setting(s): {', '.join(unknown)}; "
                                 f"allowed: {', '.join(OPTIONS_BY_KEY)}")
 
-        def text(v: Any) -> str:
-            if isinstance(v, (list, tuple)):
-                return ",".join(str(x) for x in v)
-            return str(v).lower() if isinstance(v, bool) else str(v)
+        return cls.from_sources(lambda o: value_text(values[o.key]) if o.key in values else None)
 
-        return cls.from_sources(lambda o: text(values[o.key]) if o.key in values else None)
+
+def raw_value(opt: Option, flag: Callable[[Option], str | None],
+              ini: Callable[[Option], str | None] = lambda o: None) -> str | None:
+    """One option's raw string: the flag, else the environment, else the ini key, else the default."""
+    for value in (flag(opt), os.environ.get(opt.env), ini(opt), opt.default):
+        if value is not None and str(value) != "":
+            return str(value)
+    return None
+
+
+def value_text(value: Any) -> str:
+    """A typed setting as the string its flag or environment variable takes."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(x) for x in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _int(errors: list[str], opt: str, text: str, minimum: int) -> int:

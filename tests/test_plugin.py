@@ -157,13 +157,21 @@ def test_unusable_dataset_stops_the_run_with_a_clear_message(pytester_sub: pytes
 def test_crosscheck_agrees_with_pytest_benchmark(run_suite) -> None:
     """An independent timer (torch.utils.benchmark) on the same configuration agrees with the benchmark."""
     fast = tuple(a for a in FAST if not a.startswith(("--densebench-crosscheck", "--benchmark-max-time")))
-    run = run_suite("--densebench-optimizations=baseline", "--densebench-batch-sizes=1",
-                    "--densebench-image-size=64", "--benchmark-max-time=0.5", fast=fast)
-    run.result.assert_outcomes(passed=1)
-    check = run.benchmarks["baseline-bs1"]["extra_info"]["crosscheck"]
-    assert check["method"].startswith("torch.utils.benchmark")
-    assert check["ratio"] > 0 and check["min_ms"] <= check["median_ms"], check
-    # Gross harness errors (timing a compile, a copy, the wrong thing) move this far more. The
-    # fastest rounds are compared, not the medians: load from other jobs on a shared CI machine
-    # moved one median by 30% (23.7 vs 16.2 ms) while the minima stayed within 2%.
-    assert 0.8 <= check["ratio_min"] <= 1.25, check
+    checks = []
+    for attempt in range(3):
+        run = run_suite("--densebench-optimizations=baseline", "--densebench-batch-sizes=1",
+                        "--densebench-image-size=64", "--benchmark-max-time=0.5", json_name=f"out{attempt}.json",
+                        fast=fast)
+        run.result.assert_outcomes(passed=1)
+        check = run.benchmarks["baseline-bs1"]["extra_info"]["crosscheck"]
+        assert check["method"].startswith("torch.utils.benchmark")
+        assert check["ratio"] > 0 and check["min_ms"] <= check["median_ms"], check
+        checks.append(check)
+        if 0.8 <= check["ratio_min"] <= 1.25:
+            break
+    # Gross harness errors (timing a compile, a copy, the wrong thing) move this far more, and in
+    # every attempt. The fastest rounds are compared, not the medians, and a disagreeing attempt
+    # is repeated: the two timers run one after the other, and on this shared 2-core machine load
+    # from elsewhere slowed one window and not the other (benchmark 13.6 ms vs crosscheck 25.1 ms
+    # fastest, then 14.6 vs 19.9 ms), in about one full test run in three.
+    assert 0.8 <= checks[-1]["ratio_min"] <= 1.25, checks

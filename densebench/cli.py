@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,8 @@ def suite_path() -> tuple[Path, Path]:
 
 
 def _default_isolation(extra: list[str]) -> bool:
-    """``densebench run`` isolates optimizations unless the user chose otherwise or runs xdist workers."""
-    chosen = any(a.startswith("--densebench-isolate") for a in extra) or "DENSEBENCH_ISOLATE" in os.environ
-    parallel = any(a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
-    return not chosen and not parallel
+    """``densebench run`` isolates optimizations by default, except with xdist workers."""
+    return not any(a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -42,11 +39,16 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
                    "--benchmark-autosave", "-rs",
                    # the CLI imported densebench before pytest could rewrite its asserts; nothing to rewrite
                    "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
+    print("densebench run: pytest " + " ".join(pytest_args), flush=True)
     if _default_isolation(extra):
         # One process per optimization: a crashing backend costs only itself, and on CPU each
-        # optimization's peak RSS is its own, not inflated by runtimes loaded before it.
-        pytest_args.append("--densebench-isolate")
-    print("densebench run: pytest " + " ".join(pytest_args), flush=True)
+        # optimization's peak RSS is its own, not inflated by runtimes loaded before it. Only the
+        # default changes: --densebench-isolate, DENSEBENCH_ISOLATE or the ini key still decide.
+        from .settings import override_default
+
+        override_default("isolate", "true")
+        print("densebench run: each optimization in its own process (--densebench-isolate=false to share one)",
+              flush=True)
     code = int(pytest.main(pytest_args))
     results = output / "results.json"
     if results.is_file():

@@ -177,10 +177,21 @@ class Settings:
         return cls.from_sources(lambda o: value_text(values[o.key]) if o.key in values else None)
 
 
+# Defaults a front end changes for its own runs (densebench run: isolate), below flag, env and ini.
+_DEFAULT_OVERRIDES: dict[str, str] = {}
+
+
+def override_default(key: str, value: str) -> None:
+    """Make ``value`` the default of setting ``key`` in this process; flag, environment and ini still win."""
+    if key not in OPTIONS_BY_KEY:
+        raise SettingsError(f"unknown densebench setting {key!r}; allowed: {', '.join(OPTIONS_BY_KEY)}")
+    _DEFAULT_OVERRIDES[key] = value
+
+
 def raw_value(opt: Option, flag: Callable[[Option], str | None],
               ini: Callable[[Option], str | None] = lambda o: None) -> str | None:
     """One option's raw string: the flag, else the environment, else the ini key, else the default."""
-    for value in (flag(opt), os.environ.get(opt.env), ini(opt), opt.default):
+    for value in (flag(opt), os.environ.get(opt.env), ini(opt), _DEFAULT_OVERRIDES.get(opt.key, opt.default)):
         if value is not None and str(value) != "":
             return str(value)
     return None

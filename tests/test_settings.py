@@ -92,6 +92,33 @@ def test_precedence_flag_env_ini_default(monkeypatch: pytest.MonkeyPatch) -> Non
     assert build().batch_sizes == (7,)
 
 
+def test_an_overridden_default_still_yields_to_flag_env_and_ini(monkeypatch: pytest.MonkeyPatch) -> None:
+    """densebench run makes isolation the default; a user's ini, environment or flag still decides."""
+    from densebench import settings as settings_mod
+
+    monkeypatch.delenv("DENSEBENCH_ISOLATE", raising=False)
+    monkeypatch.setattr(settings_mod, "_DEFAULT_OVERRIDES", {})
+    ini: dict[str, str] = {}
+    flag: dict[str, str] = {}
+
+    def build() -> Settings:
+        return Settings.from_sources(lambda o: flag.get(o.key), lambda o: ini.get(o.key))
+
+    assert build().isolate is False
+    settings_mod.override_default("isolate", "true")
+    assert build().isolate is True
+    ini["isolate"] = "false"
+    assert build().isolate is False
+    del ini["isolate"]
+    monkeypatch.setenv("DENSEBENCH_ISOLATE", "false")
+    assert build().isolate is False
+    monkeypatch.delenv("DENSEBENCH_ISOLATE")
+    flag["isolate"] = "false"
+    assert build().isolate is False
+    with pytest.raises(SettingsError, match="unknown densebench setting 'isolation'.*allowed: .*isolate"):
+        settings_mod.override_default("isolation", "true")
+
+
 def test_stacks_and_all() -> None:
     plan = plan_for("channels_last+amp+compile")
     assert (plan.memory_format, plan.autocast, plan.backend) == ("channels_last", True, "compile")

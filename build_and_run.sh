@@ -91,46 +91,34 @@ mkdir -p "$output_dir" 2>/dev/null || die "cannot create the output directory '$
 output_dir=$(cd "$output_dir" && pwd)
 
 have_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
-have_nvidia() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+nvidia=false
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then nvidia=true; fi
 use_docker=false
 case "$docker_mode" in
     true) have_engine || die "--docker true, but no Docker engine answers here ('docker info' fails)"
           use_docker=true ;;
-    auto) if [ "$gpu_enabled" != false ] && have_engine && have_nvidia; then use_docker=true; fi ;;
+    auto) if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ] && have_engine; then use_docker=true; fi ;;
 esac
 
 if [ "$use_docker" = true ]; then
-    variant=gpu
-    gpu_flags=(--gpus all)
-    if [ "$gpu_enabled" = false ] || ! have_nvidia; then
+    if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ]; then
+        variant=gpu device=cuda gpu_flags=(--gpus all)
+    else
         [ "$gpu_enabled" = true ] && die "--gpu-enabled true, but no NVIDIA GPU is visible (nvidia-smi -L fails)"
-        variant=cpu
-        gpu_flags=()
+        variant=cpu device=cpu gpu_flags=()
     fi
-    [ -n "$batch_sizes" ] || { if [ "$variant" = gpu ]; then batch_sizes=1,32,256; else batch_sizes=1,8; fi; }
-    args=(--densebench-batch-sizes "$batch_sizes" --densebench-optimizations "${optimizations:-best}")
-    [ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
-    [ -n "$workers" ] && args+=(-n "$workers")
-    echo "build_and_run.sh: Docker image densebench:$variant, batch_sizes=$batch_sizes output=$output_dir"
-    docker build -f "$repo/docker/Dockerfile" --build-arg "VARIANT=$variant" -t "densebench:$variant" "$repo"
-    set +e
-    docker run --rm "${gpu_flags[@]}" --shm-size 8g --user "$(id -u):$(id -g)" -e HOME=/tmp \
-        -v "$output_dir:/results" -v densebench-cache:/cache "densebench:$variant" "${args[@]}" "${pytest_extra[@]}"
-    status=$?
-    set -e
-    echo "build_and_run.sh: JSON: $output_dir/results.json  report: $output_dir/report.html"
-    exit $status
+    where="Docker image densebench:$variant"
+else
+    "$repo/scripts/bootstrap.sh" "$venv" "$extras"
+    python="$venv/bin/python"
+    has_gpu=$("$python" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+    case "$gpu_enabled" in
+        true) [ "$has_gpu" = 1 ] || die "--gpu-enabled true, but torch sees no CUDA GPU here" ; device=cuda ;;
+        false) device=cpu ;;
+        auto) if [ "$has_gpu" = 1 ]; then device=cuda; else device=cpu; fi ;;
+    esac
+    where="local venv $venv"
 fi
-
-"$repo/scripts/bootstrap.sh" "$venv" "$extras"
-python="$venv/bin/python"
-
-has_gpu=$("$python" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
-case "$gpu_enabled" in
-    true) [ "$has_gpu" = 1 ] || die "--gpu-enabled true, but torch sees no CUDA GPU here" ; device=cuda ;;
-    false) device=cpu ;;
-    auto) if [ "$has_gpu" = 1 ]; then device=cuda; else device=cpu; fi ;;
-esac
 if [ -z "$batch_sizes" ]; then
     if [ "$device" = cuda ]; then batch_sizes=1,32,256; else batch_sizes=1,8; fi
 fi
@@ -140,10 +128,17 @@ args=(--densebench-device "$device" --densebench-batch-sizes "$batch_sizes"
 [ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
 [ -n "$workers" ] && args+=(-n "$workers")
 
-echo "build_and_run.sh: device=$device batch_sizes=$batch_sizes optimizations=${optimizations:-best} output=$output_dir"
-cd "$repo"
+echo "build_and_run.sh: $where, device=$device batch_sizes=$batch_sizes optimizations=${optimizations:-best} output=$output_dir"
+if [ "$use_docker" = true ]; then
+    docker build -f "$repo/docker/Dockerfile" --build-arg "VARIANT=$variant" -t "densebench:$variant" "$repo"
+    run=(docker run --rm "${gpu_flags[@]}" --shm-size 8g --user "$(id -u):$(id -g)" -e HOME=/tmp
+         -v "$output_dir:/results" -v densebench-cache:/cache "densebench:$variant")
+else
+    cd "$repo"
+    run=("$python" -m densebench.cli run --output "$output_dir")
+fi
 set +e
-"$python" -m densebench.cli run --output "$output_dir" "${args[@]}" "${pytest_extra[@]}"
+"${run[@]}" "${args[@]}" "${pytest_extra[@]}"
 status=$?
 set -e
 echo "build_and_run.sh: JSON: $output_dir/results.json  report: $output_dir/report.html"

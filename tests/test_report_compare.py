@@ -77,13 +77,15 @@ def test_pytest_gate_fails_on_the_slowed_runner(runs: dict) -> None:
 def test_compare_flags_the_slowdown_with_a_clear_message(runs: dict, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     md = tmp_path / "compare.md"
-    code = main(["compare", str(runs["base"]), str(runs["slow"]), "--threshold", "50%", "--markdown", str(md)])
+    # The threshold sits above the whole-run noise seen here (an untouched optimization once
+    # moved by more than 50% between two runs) and far below the slowdown (+460% measured).
+    code = main(["compare", str(runs["base"]), str(runs["slow"]), "--threshold", "100%", "--markdown", str(md)])
     out = capsys.readouterr().out
     assert code == 1
     assert "densebench compare: 2 regression(s); worst baseline at batch" in out
     text = md.read_text()
     assert "| baseline | 1 |" in text and "**regression**" in text
-    changes = {(c.optimization, c.batch_size): c for c in compare_mod.compare(runs["base"], runs["slow"], 0.5)}
+    changes = {(c.optimization, c.batch_size): c for c in compare_mod.compare(runs["base"], runs["slow"], 1.0)}
     assert changes[("baseline", 1)].flagged and changes[("baseline", 1)].ci_low > 0.5
     assert not changes[("channels_last", 1)].flagged, "the untouched optimization is not flagged"
 
@@ -92,7 +94,7 @@ def test_compare_ignores_noise_between_two_runs_of_the_same_code(runs: dict,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     # Two runs of identical code on this shared 2-core machine differed by up to 36% in median
     # (whole-run load, which no bootstrap over one run's rounds can see); the slowed runner
-    # above is more than 10x slower, so the thresholds keep a wide margin on both sides.
+    # above is about 5.6x slower, so the thresholds keep a wide margin on both sides.
     code = main(["compare", str(runs["base"]), str(runs["same"]), "--threshold", "100%"])
     assert code == 0, capsys.readouterr().out
     assert "no regression in 4 comparisons" in capsys.readouterr().out

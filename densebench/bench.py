@@ -24,20 +24,9 @@ from typing import Any
 from . import journal as journal_mod
 from . import parity as parity_mod
 from . import profiling, summary, telemetry, timing
+from .errors import BuildFailed, InputError, OutOfMemory
 from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
 from .settings import Settings
-
-
-class InputError(Exception):
-    """The weights or the dataset cannot be used: nothing can be measured."""
-
-
-class BuildFailed(Exception):
-    """Building an optimization raised; kept so later batch sizes fail fast with the same error."""
-
-
-class OutOfMemory(Exception):
-    """This optimization and batch size do not fit in memory: recorded as 'oom', the run goes on."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -190,7 +179,7 @@ class DenseBench:
 
     def context(self) -> BuildContext:
         cache = (self.output_dir / "cache").resolve()
-        return BuildContext(device=self.device, settings=self.settings, calibration=self.calibration[0],
+        return BuildContext(device=self.device, calibration=self.calibration[0],
                             cache_dir=cache, model_digest=self.model_digest)
 
     @property

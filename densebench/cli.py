@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .settings import OPTIONS_BY_KEY
+
 
 def suite_path() -> tuple[Path, Path]:
     """(what to collect, rootdir): ./benchmarks in a checkout, else the packaged suite."""
@@ -192,11 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark suite (extra arguments go to pytest)")
-    run.add_argument("--output", "-o", default="results", help="output directory (default: results)")
+    output = OPTIONS_BY_KEY["output"].default
+    run.add_argument("--output", "-o", default=output, help=f"output directory (default: {output})")
     report = sub.add_parser("report", help="report.md, report.html and plots from saved JSON")
     report.add_argument("results", nargs="+", help="pytest-benchmark JSON files written by densebench")
     report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
-    report.add_argument("--latency-budget-ms", type=float, help="name the best configuration under this p99")
+    report.add_argument("--latency-budget-ms", type=float, help=OPTIONS_BY_KEY["latency_budget_ms"].help)
     show = sub.add_parser("show", help="a plain-text table of one result file")
     show.add_argument("result", help="pytest-benchmark JSON written by densebench")
     comp = sub.add_parser("compare", help="significant performance changes between two runs (exit 1 on regression)")
@@ -217,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("list", help="list the optimizations")
     data = sub.add_parser("data", help="download, verify and extract Tiny ImageNet-200")
-    data.add_argument("--data-dir", default="~/.cache/densebench", help="where to put it")
+    data_dir = OPTIONS_BY_KEY["data_dir"].default
+    data.add_argument("--data-dir", default=data_dir, help=f"where to put it (default: {data_dir})")
     data.add_argument("--archive", help="use an already downloaded tiny-imagenet-200.zip")
     data.add_argument("--skip-md5", action="store_true", help="accept an archive whose MD5 differs")
     return parser

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .errors import DataError
+
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_IMAGENET_BYTES = 248_100_043
@@ -37,10 +39,6 @@ MAX_DOWNLOAD_BYTES = 512 << 20
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used; the message says what was wrong and what to do."""
 
 
 @dataclass

@@ -14,9 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
-class WeightsError(ValueError):
-    """A weights file or source that cannot be used; the message says why and what is expected."""
+from .errors import WeightsError
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import summary
-
-
-class ReportError(ValueError):
-    """A file that cannot be reported on; the message says which and why."""
+from .errors import ReportError
 
 
 @dataclass(frozen=True, eq=False)  # one instance per loaded file: identity is the run

@@ -1,13 +1,19 @@
-"""One frozen ``Settings`` object, parsed and validated once.
+"""Every densebench option, declared once, and the frozen ``Settings`` parsed from them.
 
-Every option exists three ways: a command-line flag (``--densebench-batch-sizes``),
-an environment variable (``DENSEBENCH_BATCH_SIZES``) and an ini key
-(``densebench_batch_sizes`` under ``[tool.pytest.ini_options]``). The flag wins over
-the environment, the environment over the ini file, the ini file over the default.
+Each :class:`Option` holds the option's only default, its parser and its help; from it come
+the command-line flag (``--densebench-batch-sizes``), the environment variable
+(``DENSEBENCH_BATCH_SIZES``), the ini key (``densebench_batch_sizes`` under
+``[tool.pytest.ini_options]``), the field of :class:`Settings`, the defaults of the
+``densebench`` command line and the README's option table (:func:`markdown_table`; a test
+checks the README against it). The flag wins over the environment, the environment over
+the ini file, the ini file over the default.
 
-Validation collects every problem and raises one :class:`SettingsError` that says what
-was wrong and what is allowed; the pytest plugin turns it into ``pytest.UsageError``.
-This module does not import torch: it runs in every pytest start-up.
+Validation collects every problem and raises one :class:`~densebench.errors.SettingsError`
+that says what was wrong and what is allowed; the pytest plugin turns it into
+``pytest.UsageError``. This module imports torch only when CUDA or 'best' is asked for.
+
+Adding an option: one :class:`Option` in :data:`OPTIONS` and its typed field in
+:class:`Settings` (same name, same order; checked at import).
 """
 
 from __future__ import annotations
@@ -15,20 +21,25 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import SettingsError
 
-class SettingsError(ValueError):
-    """Bad configuration: the message says what was wrong and what is allowed."""
+Errors = list[str]
+Parser = Callable[[Errors, str, str], Any]  # (errors, flag, raw text) -> typed value; problems appended
 
 
 @dataclass(frozen=True)
 class Option:
+    """One option. ``parse(errors, flag, text)`` turns its raw text into the typed setting."""
+
     key: str
     default: str
+    parse: Parser
     help: str
+    summary: str  # the README table's "allowed" column
     metavar: str = "VALUE"
 
     @property
@@ -48,101 +59,303 @@ class Option:
         return "densebench_" + self.key
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("device", "auto", "auto | cpu | cuda | cuda:N (auto: the first CUDA GPU if there is one, else cpu)",
-           "DEVICE"),
-    Option("optimizations", "all",
-           "comma list of optimization names; stack techniques with '+' (channels_last+amp+compile); "
-           "'all' = every registered optimization (unavailable ones are skipped with the reason); "
-           "'best' = 'all' plus the stacks recommended for this device",
-           "NAMES"),
-    Option("batch_sizes", "1,8,32", "comma list of positive batch sizes", "N,N,..."),
-    Option("image_size", "224", "input height and width in pixels (>= 32)", "PIXELS"),
-    Option("weights", "auto",
-           "auto | imagenet | random | PATH to a state dict (auto: ImageNet weights when cached or "
-           "downloadable, else seeded random weights)", "WEIGHTS"),
-    Option("dataset", "auto",
-           "auto | tiny-imagenet | synthetic | PATH to an ImageFolder tree (auto: Tiny ImageNet-200 "
-           "validation images when present or downloadable, else synthetic)", "DATASET"),
-    Option("data_dir", "~/.cache/densebench", "where datasets are downloaded and extracted", "DIR"),
-    Option("output", "results", "directory for traces, TensorBoard runs, caches and the results journal",
-           "DIR"),
-    Option("eval_samples", "32", "number of evaluation images for the parity check (>= 1)", "N"),
-    Option("calibration_samples", "32",
-           "images for post-training quantization (int8, openvino_int8, tensorrt_int8), taken after the parity "
-           "images so the two sets do not overlap (>= 0)", "N"),
-    Option("latency_budget_ms", "none",
-           "p99 latency budget: the summary names the highest-throughput configuration that fits it "
-           "(the server question) next to peak throughput (the offline question)", "MS"),
-    Option("parity_top1", "0.95",
-           "minimum top-1 agreement with the baseline (fraction of images whose top-1 class matches; "
-           "flips between classes the baseline itself nearly tied are not counted, see tie band)", "FRAC"),
-    Option("parity_tie_band", "0.005",
-           "a top-1 flip is a near-tie when the baseline's gap between the two classes is below this "
-           "fraction of the image's logit range", "FRAC"),
-    Option("parity_top5", "0.99",
-           "minimum top-5 agreement (fraction of images whose baseline top-1 class is in the top 5)", "FRAC"),
-    Option("parity_logit_error", "0.5",
-           "maximum logit error relative to how much the baseline logits vary between images "
-           "(0 = identical, 1 = the input-dependent signal is gone)", "RATIO"),
-    Option("warmup", "3", "untimed warm-up forward passes per optimization and batch size (>= 1)", "N"),
-    Option("seed", "0", "seed for random weights and synthetic data", "N"),
-    Option("crosscheck", "true",
-           "time each configuration a second way (CUDA events on GPU, torch.utils.benchmark on CPU) and "
-           "record the ratio", "BOOL"),
-    Option("profile", "false",
-           "after timing, profile a few extra rounds with torch.profiler: Chrome/Perfetto + TensorBoard "
-           "traces under the output directory, top ops/kernels in extra_info", "BOOL"),
-    Option("profile_rounds", "3", "rounds per profiled benchmark (>= 1)", "N"),
-    Option("tensorboard", "false",
-           "write throughput, latency, memory and utilization scalars as TensorBoard event files "
-           "(OUTPUT/tensorboard/RUN/OPTIMIZATION)", "BOOL"),
-    Option("telemetry_interval_ms", "20", "telemetry sampling interval while a benchmark is timed (>= 1)", "MS"),
-    Option("journal", "auto",
-           "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
-           "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH", "PATH"),
-    Option("isolate", "false",
-           "build and benchmark each optimization in a child process, so a segfault, a hang or an OOM kill "
-           "is recorded for that optimization and the run goes on", "BOOL"),
-    Option("timeout", "1800", "with --densebench-isolate: seconds one optimization may take (all batch sizes)",
-           "SECONDS"),
-    Option("offline", "false", "never download anything (auto weights and dataset fall back at once)", "BOOL"),
-)
+# ---------------------------------------------------------------- parsers
 
-OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+def _integer(minimum: int) -> Parser:
+    def parse(errors: Errors, flag: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            errors.append(f"{flag}: {text!r} is not an integer (allowed: an integer >= {minimum})")
+            return minimum
+        if value < minimum:
+            errors.append(f"{flag}: {value} is too small (allowed: an integer >= {minimum})")
+        return value
+
+    return parse
+
+
+def _fraction(upper: float | None = 1.0) -> Parser:
+    def parse(errors: Errors, flag: str, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            errors.append(f"{flag}: {text!r} is not a number")
+            return 0.0
+        if value < 0 or (upper is not None and value > upper):
+            allowed = f"0 to {upper}" if upper is not None else "a number >= 0"
+            errors.append(f"{flag}: {value} is out of range (allowed: {allowed})")
+        return value
+
+    return parse
+
+
+def _budget(errors: Errors, flag: str, text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        errors.append(f"{flag}: {text!r} is not a positive number of milliseconds (allowed: a number > 0, or none)")
+        return None
+    return value
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def _bool(errors: Errors, flag: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    errors.append(f"{flag}: {text!r} is not a boolean (allowed: true/false, yes/no, on/off, 1/0)")
+    return False
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> ``(1, 8, 32)`` (duplicates dropped); raises SettingsError saying what is allowed."""
+    allowed = "(allowed: a comma list of positive integers, e.g. 1,8,32)"
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise SettingsError(f"--densebench-batch-sizes: {text!r} has an empty entry {allowed}")
+    sizes: list[int] = []
+    for p in parts:
+        try:
+            n = int(p)
+        except ValueError:
+            raise SettingsError(f"--densebench-batch-sizes: {p!r} is not an integer {allowed}") from None
+        if n <= 0:
+            raise SettingsError(f"--densebench-batch-sizes: {n} is not positive {allowed}")
+        if n not in sizes:
+            sizes.append(n)
+    return tuple(sizes)
+
+
+def _batch_sizes(errors: Errors, flag: str, text: str) -> tuple[int, ...]:
+    try:
+        return parse_batch_sizes(text)
+    except SettingsError as exc:
+        errors.append(str(exc))
+        return ()
+
+
+def _device(errors: Errors, flag: str, text: str) -> str:
+    dev = text.strip().lower()
+    allowed = "auto, cpu, cuda, cuda:N"
+    if dev in ("auto", "cpu"):
+        return dev
+    if dev == "cuda" or dev.startswith("cuda:"):
+        index = 0
+        if dev.startswith("cuda:"):
+            try:
+                index = int(dev.split(":", 1)[1])
+                if index < 0:
+                    raise ValueError
+            except ValueError:
+                errors.append(f"{flag}: {text!r} has a bad GPU index (allowed: {allowed})")
+                return dev
+        import torch  # heavy, optional: only when CUDA was asked for
+
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no NVIDIA driver or GPU is visible")
+            errors.append(f"{flag}: {text!r} was requested but CUDA is not available here "
+                          f"({why}); use --densebench-device cpu or auto")
+        elif index >= torch.cuda.device_count():
+            errors.append(f"{flag}: {text!r} does not exist: {torch.cuda.device_count()} CUDA "
+                          f"device(s) visible (allowed: cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        return dev
+    errors.append(f"{flag}: {text!r} is not a device (allowed: {allowed})")
+    return dev
+
+
+def _optimizations(errors: Errors, flag: str, text: str) -> str:
+    """Kept as text here; :func:`parse` resolves it once the device is known ('best' depends on it)."""
+    return text
+
+
+def _choice_or_path(choices: tuple[str, ...], want: str, allowed: str) -> Parser:
+    def parse(errors: Errors, flag: str, text: str) -> str:
+        value = text.strip()
+        if value.lower() in choices:
+            return value.lower()
+        path = Path(value).expanduser()
+        if not (path.is_file() if want == "file" else path.is_dir()):
+            errors.append(f"{flag}: {value!r} is not an existing {'file' if want == 'file' else 'directory'} "
+                          f"(allowed: {allowed})")
+        return value
+
+    return parse
+
+
+def _path(errors: Errors, flag: str, text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _output(errors: Errors, flag: str, text: str) -> Path:
+    path = Path(text).expanduser()
+    problem = _unwritable(path)
+    if problem:
+        errors.append(f"{flag}: {problem} (choose a writable directory)")
+    return path
+
+
+def _text(errors: Errors, flag: str, text: str) -> str:
+    return text.strip()
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an output directory (created later, on demand), or None.
+
+    Tries a temporary file in the nearest existing ancestor: permission bits alone say
+    nothing for root, and some file systems refuse writes whatever the bits say."""
+    import tempfile
+
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"'{path}' is not a directory ('{probe}' is a file)"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return f"'{path}' is not writable ('{probe}': {exc.strerror or exc})"
+    return None
+
+
+# ---------------------------------------------------------------- the options
+
+OPTIONS: tuple[Option, ...] = (
+    Option("device", "auto", _device,
+           "auto | cpu | cuda | cuda:N (auto: the first CUDA GPU if there is one, else cpu)",
+           "`auto`, `cpu`, `cuda`, `cuda:N`", "DEVICE"),
+    Option("optimizations", "all", _optimizations,
+           "comma list of optimization names; stack techniques with '+' (channels_last+amp+compile); "
+           "'all' = every registered optimization (unavailable ones are skipped with the reason); "
+           "'best' = 'all' plus the stacks recommended for this device",
+           "comma list; stacks with `+`; `all`; `best`", "NAMES"),
+    Option("batch_sizes", "1,8,32", _batch_sizes, "comma list of positive batch sizes",
+           "comma list of positive integers", "N,N,..."),
+    Option("image_size", "224", _integer(32), "input height and width in pixels (>= 32)",
+           "pixels, at least 32", "PIXELS"),
+    Option("weights", "auto",
+           _choice_or_path(("auto", "imagenet", "random"), "file",
+                           "auto, imagenet, random, or the path of a DenseNet-121 state dict"),
+           "auto | imagenet | random | PATH to a state dict (auto: ImageNet weights when cached or "
+           "downloadable, else seeded random weights)",
+           "`auto`, `imagenet`, `random`, or a state-dict path", "WEIGHTS"),
+    Option("dataset", "auto",
+           _choice_or_path(("auto", "tiny-imagenet", "synthetic"), "dir",
+                           "auto, tiny-imagenet, synthetic, or the path of an ImageFolder tree: ROOT/<class>/<image>"),
+           "auto | tiny-imagenet | synthetic | PATH to an ImageFolder tree (auto: Tiny ImageNet-200 "
+           "validation images when present or downloadable, else synthetic)",
+           "`auto`, `tiny-imagenet`, `synthetic`, or an ImageFolder path", "DATASET"),
+    Option("data_dir", "~/.cache/densebench", _path, "where datasets are downloaded and extracted",
+           "where datasets are downloaded and extracted", "DIR"),
+    Option("output", "results", _output, "directory for traces, TensorBoard runs, caches and the results journal",
+           "traces, TensorBoard runs, compile caches, journals", "DIR"),
+    Option("eval_samples", "32", _integer(1), "number of evaluation images for the parity check (>= 1)",
+           "images in the parity evaluation set", "N"),
+    Option("calibration_samples", "32", _integer(0),
+           "images for post-training quantization (int8, openvino_int8, tensorrt_int8), taken after the parity "
+           "images so the two sets do not overlap (>= 0)",
+           "images for INT8 calibration, disjoint from the parity set", "N"),
+    Option("latency_budget_ms", "none", _budget,
+           "p99 latency budget: the summary names the highest-throughput configuration that fits it "
+           "(the server question) next to peak throughput (the offline question)",
+           "p99 budget: name the best configuration that fits it", "MS"),
+    Option("parity_top1", "0.95", _fraction(),
+           "minimum top-1 agreement with the baseline (fraction of images whose top-1 class matches; "
+           "flips between classes the baseline itself nearly tied are not counted, see tie band)",
+           "minimum top-1 agreement with baseline", "FRAC"),
+    Option("parity_tie_band", "0.005", _fraction(),
+           "a top-1 flip is a near-tie when the baseline's gap between the two classes is below this "
+           "fraction of the image's logit range",
+           "flips on near-ties (gap < band x logit range) do not count", "FRAC"),
+    Option("parity_top5", "0.99", _fraction(),
+           "minimum top-5 agreement (fraction of images whose baseline top-1 class is in the top 5)",
+           "minimum fraction with baseline's top-1 in the top 5", "FRAC"),
+    Option("parity_logit_error", "0.5", _fraction(upper=None),
+           "maximum logit error relative to how much the baseline logits vary between images "
+           "(0 = identical, 1 = the input-dependent signal is gone)",
+           "maximum logit error relative to the between-image spread", "RATIO"),
+    Option("warmup", "3", _integer(1), "untimed warm-up forward passes per optimization and batch size (>= 1)",
+           "untimed warm-up passes per optimization and batch size", "N"),
+    Option("seed", "0", _integer(0), "seed for random weights and synthetic data",
+           "random weights and synthetic data", "N"),
+    Option("crosscheck", "true", _bool,
+           "time each configuration a second way (CUDA events on GPU, torch.utils.benchmark on CPU) and "
+           "record the ratio", "time each configuration a second, independent way", "BOOL"),
+    Option("profile", "false", _bool,
+           "after timing, profile a few extra rounds with torch.profiler: Chrome/Perfetto + TensorBoard "
+           "traces under the output directory, top ops/kernels in extra_info",
+           "profile extra rounds after timing: Chrome/Perfetto + TensorBoard traces", "BOOL"),
+    Option("profile_rounds", "3", _integer(1), "rounds per profiled benchmark (>= 1)",
+           "rounds per profiled benchmark", "N"),
+    Option("tensorboard", "false", _bool,
+           "write throughput, latency, memory and utilization scalars as TensorBoard event files "
+           "(OUTPUT/tensorboard/RUN/OPTIMIZATION)", "write per-benchmark scalars as TensorBoard event files",
+           "BOOL"),
+    Option("telemetry_interval_ms", "20", _integer(1),
+           "telemetry sampling interval while a benchmark is timed (>= 1)",
+           "NVML sampling interval while timing", "MS"),
+    Option("journal", "auto", _text,
+           "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
+           "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH",
+           "results journal: `auto` (`<output>/journals/`), `off`, or a path", "PATH"),
+    Option("isolate", "false", _bool,
+           "build and benchmark each optimization in a child process, so a segfault, a hang or an OOM kill "
+           "is recorded for that optimization and the run goes on (default true under 'densebench run')",
+           "each optimization in a child process (crash/hang/OOM contained, per-optimization RSS); "
+           "`true` under `densebench run`", "BOOL"),
+    Option("timeout", "1800", _integer(1),
+           "with --densebench-isolate: seconds one optimization may take (all batch sizes)",
+           "with isolation: seconds one optimization may take", "SECONDS"),
+    Option("offline", "false", _bool, "never download anything (auto weights and dataset fall back at once)",
+           "never download (auto falls back at once)", "BOOL"),
+)
+
+OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+
 @dataclass(frozen=True)
 class Settings:
-    device: str = "auto"
-    optimizations: tuple[str, ...] = ()
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    image_size: int = 224
-    weights: str = "auto"
-    dataset: str = "auto"
-    data_dir: Path = field(default_factory=lambda: Path("~/.cache/densebench").expanduser())
-    output: Path = Path("results")
-    eval_samples: int = 32
-    calibration_samples: int = 32
-    latency_budget_ms: float | None = None
-    parity_top1: float = 0.95
-    parity_top5: float = 0.99
-    parity_logit_error: float = 0.5
-    parity_tie_band: float = 0.005
-    warmup: int = 3
-    seed: int = 0
-    crosscheck: bool = True
-    profile: bool = False
-    profile_rounds: int = 3
-    tensorboard: bool = False
-    telemetry_interval_ms: int = 20
-    journal: str = "auto"
-    isolate: bool = False
-    timeout: int = 1800
-    offline: bool = False
+    """A densebench run's configuration, validated. Build it with :meth:`from_sources` or
+    :meth:`from_mapping`; the defaults live only in :data:`OPTIONS`."""
+
+    device: str  # auto | cpu | cuda | cuda:N
+    optimizations: tuple[str, ...]  # resolved names, stacks joined with '+'
+    batch_sizes: tuple[int, ...]
+    image_size: int  # pixels
+    weights: str
+    dataset: str
+    data_dir: Path
+    output: Path
+    eval_samples: int
+    calibration_samples: int
+    latency_budget_ms: float | None
+    parity_top1: float
+    parity_tie_band: float
+    parity_top5: float
+    parity_logit_error: float
+    warmup: int
+    seed: int
+    crosscheck: bool
+    profile: bool
+    profile_rounds: int
+    tensorboard: bool
+    telemetry_interval_ms: int
+    journal: str  # auto | off | PATH
+    isolate: bool
+    timeout: int  # seconds
+    offline: bool
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -159,22 +372,23 @@ class Settings:
     def from_sources(cls, flag: Callable[[Option], str | None],
                      ini: Callable[[Option], str | None] = lambda o: None) -> Settings:
         """Settings from raw strings: the flag, else the environment, else the ini key, else the default."""
-        raw = {}
-        for opt in OPTIONS:
-            value = raw_value(opt, flag, ini)
-            if value is not None:
-                raw[opt.key] = value
-        return parse(raw)
+        return parse({opt.key: raw_value(opt, flag, ini) or opt.default for opt in OPTIONS})
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
-        """Settings from keyword values (strings or already-typed), defaults for the rest."""
+        """Settings from keyword values (strings or already-typed), defaults for the rest.
+
+        Raises SettingsError for an unknown key or an invalid value."""
         unknown = sorted(set(values) - set(OPTIONS_BY_KEY))
         if unknown:
             raise SettingsError(f"unknown densebench setting(s): {', '.join(unknown)}; "
                                 f"allowed: {', '.join(OPTIONS_BY_KEY)}")
 
         return cls.from_sources(lambda o: value_text(values[o.key]) if o.key in values else None)
+
+
+if [f.name for f in dataclasses.fields(Settings)] != [o.key for o in OPTIONS]:  # pragma: no cover
+    raise AssertionError("densebench: Settings fields and OPTIONS disagree (same names, same order)")
 
 
 # Defaults a front end changes for its own runs (densebench run: isolate), below flag, env and ini.
@@ -199,203 +413,42 @@ def raw_value(opt: Option, flag: Callable[[Option], str | None],
 
 def value_text(value: Any) -> str:
     """A typed setting as the string its flag or environment variable takes."""
+    if value is None:
+        return "none"
     if isinstance(value, (list, tuple)):
         return ",".join(str(x) for x in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _int(errors: list[str], opt: str, text: str, minimum: int) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        errors.append(f"{opt}: {text!r} is not an integer (allowed: an integer >= {minimum})")
-        return minimum
-    if value < minimum:
-        errors.append(f"{opt}: {value} is too small (allowed: an integer >= {minimum})")
-    return value
-
-
-def _fraction(errors: list[str], opt: str, text: str, upper: float | None = 1.0) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        errors.append(f"{opt}: {text!r} is not a number")
-        return 0.0
-    if value < 0 or (upper is not None and value > upper):
-        allowed = f"0 to {upper}" if upper is not None else "a number >= 0"
-        errors.append(f"{opt}: {value} is out of range (allowed: {allowed})")
-    return value
-
-
-def _budget(errors: list[str], text: str) -> float | None:
-    if text.strip().lower() in ("", "none", "off"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        errors.append(f"--densebench-latency-budget-ms: {text!r} is not a positive number of milliseconds "
-                      "(allowed: a number > 0, or none)")
-        return None
-    return value
-
-
-def _bool(errors: list[str], opt: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    errors.append(f"{opt}: {text!r} is not a boolean (allowed: true/false, yes/no, on/off, 1/0)")
-    return False
-
-
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.split(",")]
-    if not text.strip() or any(not p for p in parts):
-        raise SettingsError(f"--densebench-batch-sizes: {text!r} has an empty entry "
-                            "(allowed: a comma list of positive integers, e.g. 1,8,32)")
-    sizes: list[int] = []
-    for p in parts:
-        try:
-            n = int(p)
-        except ValueError:
-            raise SettingsError(f"--densebench-batch-sizes: {p!r} is not an integer "
-                                "(allowed: a comma list of positive integers, e.g. 1,8,32)") from None
-        if n <= 0:
-            raise SettingsError(f"--densebench-batch-sizes: {n} is not positive "
-                                "(allowed: a comma list of positive integers, e.g. 1,8,32)")
-        if n not in sizes:
-            sizes.append(n)
-    return tuple(sizes)
-
-
-def _device(errors: list[str], text: str) -> str:
-    dev = text.strip().lower()
-    allowed = "auto, cpu, cuda, cuda:N"
-    if dev in ("auto", "cpu"):
-        return dev
-    if dev == "cuda" or dev.startswith("cuda:"):
-        index = 0
-        if dev.startswith("cuda:"):
-            try:
-                index = int(dev.split(":", 1)[1])
-                if index < 0:
-                    raise ValueError
-            except ValueError:
-                errors.append(f"--densebench-device: {text!r} has a bad GPU index (allowed: {allowed})")
-                return dev
-        import torch  # only when CUDA was asked for
-
-        if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "no NVIDIA driver or GPU is visible")
-            errors.append(f"--densebench-device: {text!r} was requested but CUDA is not available here "
-                          f"({why}); use --densebench-device cpu or auto")
-        elif index >= torch.cuda.device_count():
-            errors.append(f"--densebench-device: {text!r} does not exist: {torch.cuda.device_count()} CUDA "
-                          f"device(s) visible (allowed: cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-        return dev
-    errors.append(f"--densebench-device: {text!r} is not a device (allowed: {allowed})")
-    return dev
-
-
-def _unwritable(path: Path) -> str | None:
-    """Why ``path`` cannot be used as an output directory (created later, on demand), or None.
-
-    Tries a temporary file in the nearest existing ancestor: permission bits alone say
-    nothing for root, and some file systems refuse writes whatever the bits say."""
-    import tempfile
-
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"'{path}' is not a directory ('{probe}' is a file)"
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        return f"'{path}' is not writable ('{probe}': {exc.strerror or exc})"
-    return None
-
-
 def _device_kind(device: str, optimizations: str) -> str:
     """'cpu' or 'cuda': what 'best' is expanded for (auto asks torch, only when 'best' is used)."""
     if device == "auto" and "best" in optimizations:
-        import torch
+        import torch  # heavy, optional: only for 'best' on 'auto'
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def parse(raw: Mapping[str, str]) -> Settings:
-    """Validate raw option strings; raise one SettingsError listing every problem."""
-    from .optimizations import resolve_names  # light: the registry imports no torch
+    """Validate raw option strings (every key of OPTIONS); raise one SettingsError listing every problem."""
+    from .optimizations import resolve_names  # the registry: light, imports no torch
 
-    errors: list[str] = []
-    device = _device(errors, raw["device"])
+    errors: Errors = []
+    values = {opt.key: opt.parse(errors, opt.flag, raw[opt.key]) for opt in OPTIONS}
     try:
-        optimizations = resolve_names(raw["optimizations"], _device_kind(device, raw["optimizations"]))
+        values["optimizations"] = resolve_names(raw["optimizations"],
+                                                _device_kind(values["device"], raw["optimizations"]))
     except SettingsError as exc:
         errors.append(str(exc))
-        optimizations = ()
-    try:
-        batch_sizes = parse_batch_sizes(raw["batch_sizes"])
-    except SettingsError as exc:
-        errors.append(str(exc))
-        batch_sizes = ()
-    image_size = _int(errors, "--densebench-image-size", raw["image_size"], 32)
-
-    weights = raw["weights"].strip()
-    if weights.lower() in ("auto", "imagenet", "random"):
-        weights = weights.lower()
-    elif not Path(weights).expanduser().is_file():
-        errors.append(f"--densebench-weights: {weights!r} is not an existing file "
-                      "(allowed: auto, imagenet, random, or the path of a DenseNet-121 state dict)")
-
-    dataset = raw["dataset"].strip()
-    if dataset.lower() in ("auto", "tiny-imagenet", "synthetic"):
-        dataset = dataset.lower()
-    elif not Path(dataset).expanduser().is_dir():
-        errors.append(f"--densebench-dataset: {dataset!r} is not an existing directory (allowed: auto, "
-                      "tiny-imagenet, synthetic, or the path of an ImageFolder tree: ROOT/<class>/<image>)")
-
-    output = Path(raw["output"]).expanduser()
-    problem = _unwritable(output)
-    if problem:
-        errors.append(f"--densebench-output: {problem} (choose a writable directory)")
-
-    settings = Settings(
-        device=device,
-        optimizations=optimizations,
-        batch_sizes=batch_sizes,
-        image_size=image_size,
-        weights=weights,
-        dataset=dataset,
-        data_dir=Path(raw["data_dir"]).expanduser(),
-        output=output,
-        eval_samples=_int(errors, "--densebench-eval-samples", raw["eval_samples"], 1),
-        calibration_samples=_int(errors, "--densebench-calibration-samples", raw["calibration_samples"], 0),
-        latency_budget_ms=_budget(errors, raw["latency_budget_ms"]),
-        parity_top1=_fraction(errors, "--densebench-parity-top1", raw["parity_top1"]),
-        parity_top5=_fraction(errors, "--densebench-parity-top5", raw["parity_top5"]),
-        parity_tie_band=_fraction(errors, "--densebench-parity-tie-band", raw["parity_tie_band"]),
-        parity_logit_error=_fraction(errors, "--densebench-parity-logit-error", raw["parity_logit_error"],
-                                     upper=None),
-        warmup=_int(errors, "--densebench-warmup", raw["warmup"], 1),
-        seed=_int(errors, "--densebench-seed", raw["seed"], 0),
-        crosscheck=_bool(errors, "--densebench-crosscheck", raw["crosscheck"]),
-        profile=_bool(errors, "--densebench-profile", raw["profile"]),
-        profile_rounds=_int(errors, "--densebench-profile-rounds", raw["profile_rounds"], 1),
-        tensorboard=_bool(errors, "--densebench-tensorboard", raw["tensorboard"]),
-        telemetry_interval_ms=_int(errors, "--densebench-telemetry-interval-ms", raw["telemetry_interval_ms"], 1),
-        journal=raw["journal"].strip() or "auto",
-        isolate=_bool(errors, "--densebench-isolate", raw["isolate"]),
-        timeout=_int(errors, "--densebench-timeout", raw["timeout"], 1),
-        offline=_bool(errors, "--densebench-offline", raw["offline"]),
-    )
+        values["optimizations"] = ()
+    values["journal"] = values["journal"] or "auto"
     if errors:
         raise SettingsError("invalid densebench configuration:\n  " + "\n  ".join(errors))
-    return settings
+    return Settings(**values)
+
+
+def markdown_table() -> str:
+    """The README's option table, generated from :data:`OPTIONS` (a test keeps the README in step)."""
+    lines = ["| flag | environment variable | default | allowed / meaning |", "|---|---|---|---|"]
+    lines += [f"| `{o.flag}` | `{o.env}` | `{o.default}` | {o.summary} |" for o in OPTIONS]
+    return "\n".join(lines)

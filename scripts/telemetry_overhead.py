@@ -26,7 +26,6 @@ def main() -> int:
     from densebench import telemetry, timing
     from densebench.model import build_model
     from densebench.optimizations import BuildContext, build_runner
-    from densebench.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -39,10 +38,9 @@ def main() -> int:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    settings = Settings.from_mapping({"device": args.device})
     model, _ = build_model("random")
     batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    runner = build_runner(args.optimization, model, batch, BuildContext(device=device, settings=settings))
+    runner = build_runner(args.optimization, model, batch, BuildContext(device=device))
     x = runner.prepare(batch)
     step = timing.make_step(runner, x, device)
     rounds: dict[bool, list[float]] = {True: [], False: []}

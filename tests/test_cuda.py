@@ -11,7 +11,6 @@ import torch
 from densebench import telemetry, timing
 from densebench.model import build_model
 from densebench.optimizations import BuildContext, build_runner
-from densebench.settings import Settings
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 pytestmark = [needs_cuda, pytest.mark.needs_cuda]
@@ -23,7 +22,7 @@ def model() -> torch.nn.Module:
 
 
 def runner_for(model: torch.nn.Module, name: str, batch: torch.Tensor):
-    ctx = BuildContext(device=torch.device("cuda", 0), settings=Settings.from_mapping({"device": "cuda"}))
+    ctx = BuildContext(device=torch.device("cuda", 0))
     return build_runner(name, model, batch, ctx)
 
 

@@ -10,7 +10,6 @@ import torch
 from densebench import timing
 from densebench.model import build_model
 from densebench.optimizations import BuildContext, build_runner
-from densebench.settings import Settings
 
 CONVERSIONS = {"aten::to", "aten::_to_copy", "aten::copy_", "aten::contiguous", "aten::clone",
                "aten::empty_like", "aten::to_dense"}
@@ -84,7 +83,7 @@ def test_timed_region_has_no_conversions(small_model: torch.nn.Module, name: str
     runs before the first convolution, outside any model op); the model's own internal
     casts (inside adaptive_avg_pool2d, linear) are nested under model ops.
     """
-    ctx = BuildContext(device=torch.device("cpu"), settings=Settings.from_mapping({}))
+    ctx = BuildContext(device=torch.device("cpu"))
     batch = torch.randn(2, 3, 32, 32)
     runner = build_runner(name, small_model, batch, ctx)
     x = runner.prepare(batch)

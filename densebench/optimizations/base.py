@@ -22,20 +22,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ..settings import SettingsError
+from ..errors import SettingsError, StackError, Unavailable
 
 if TYPE_CHECKING:
     import torch
-
-    from ..settings import Settings
-
-
-class StackError(SettingsError):
-    """A stack of techniques that cannot be combined."""
-
-
-class Unavailable(Exception):
-    """The optimization cannot run here; the message names exactly what is missing."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +237,6 @@ def unavailable_reason(plan: Plan, device_type: str) -> str | None:
 @dataclass
 class BuildContext:
     device: torch.device
-    settings: Settings
     calibration: Any = None  # CPU float32 NCHW images (disjoint from the parity set), for quantization
     cache_dir: Any = None  # pathlib.Path for compile/engine caches
     model_digest: str = "unknown"  # identifies the weights in cache keys

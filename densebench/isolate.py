@@ -60,10 +60,11 @@ class ChildRun:
 
 
 def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    # The child is a plain run of its own: not an xdist worker (pytest-benchmark would switch itself
+    # off there), whatever process started it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     for opt in OPTIONS:
-        value = getattr(settings, opt.key)
-        env[opt.env] = "none" if value is None else value_text(value)
+        env[opt.env] = value_text(getattr(settings, opt.key))
     env["DENSEBENCH_ISOLATE"] = "false"
     env["DENSEBENCH_JOURNAL"] = str(journal_path)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a killed child got

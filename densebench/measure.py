@@ -1,0 +1,257 @@
+"""One benchmark: prepare, warm up, parity, time, telemetry -> the benchmark's record.
+
+Role-free: :func:`measure` runs one optimization at one batch size in this process and
+returns what was measured; the calling role journals it and notes the outcome.
+
+1. input prepared on the device in the runner's dtype/format (untimed);
+2. warm-up passes (untimed; pays recompiles and cuDNN autotuning);
+3. parity against the baseline on the evaluation set (untimed);
+4. ``benchmark(step)``: pytest-benchmark times synchronized forward passes only,
+   with gc disabled and telemetry sampled in the background;
+5. the cross-check and ``extra_info`` (the JSON contract).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import parity as parity_mod
+from . import profiling, telemetry, timing
+from .errors import OutOfMemory
+from .optimizations import Runner
+from .resources import Resources, device_name, first_line, is_oom
+from .settings import Settings
+
+
+@dataclass
+class Outcome:
+    """What happened to one configuration (or a whole optimization when ``batch_size`` is None)."""
+
+    optimization: str
+    batch_size: int | None
+    status: str  # one of records.Status
+    reason: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"optimization": self.optimization, "batch_size": self.batch_size, "status": self.status,
+                "reason": self.reason, **self.summary}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        rest = dict(data)
+        return cls(rest.pop("optimization"), rest.pop("batch_size"), rest.pop("status"), rest.pop("reason", None),
+                   rest)
+
+
+@dataclass
+class Measurement:
+    """A benchmark's ``extra_info`` as the suite's test sees it (parity decides pass or fail)."""
+
+    extra_info: dict[str, Any]
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.extra_info["parity"]
+
+    def parity_message(self) -> str:
+        p = self.parity
+        return (f"{self.extra_info['optimization']} at batch size {self.extra_info['batch_size']} does not match "
+                f"the baseline: {'; '.join(p['failures'])} (top-1 {p['top1_agreement']:.3f} raw, "
+                f"{p['top1_agreement_tie_aware']:.3f} tie-aware, top-5 "
+                f"{p['top5_agreement']:.3f}, logit error {p['logit_error']}, over {p['samples']} images; "
+                "thresholds: --densebench-parity-top1/-top5/-logit-error/-tie-band)")
+
+    def outcome(self) -> Outcome:
+        info, parity = self.extra_info, self.parity
+        return Outcome(info["optimization"], info["batch_size"], "measured" if parity["passed"] else "parity_failed",
+                       None if parity["passed"] else "; ".join(parity["failures"]),
+                       {"throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
+                        "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
+                        "build_s": info["build_s"], "warmup_s": info["warmup_s"]})
+
+
+@dataclass
+class Context:
+    """Where a measurement happens: the run's resources and what the record says about the process."""
+
+    resources: Resources
+    run_name: str
+    scalars: Any = None  # profiling.Scalars when --densebench-tensorboard
+    worker: dict[str, Any] | None = None  # this xdist worker's pinning
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+
+@dataclass
+class _Timed:
+    warmup_s: float
+    parity: dict[str, Any]
+    monitor: Any
+    recompiles: int
+    calls: int
+    crosscheck: dict[str, Any] | None
+    profile: dict[str, Any] | None
+
+
+def measure(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, first_use: bool) -> Measurement:
+    """Warm up, check parity, time with ``benchmark`` and fill ``benchmark.extra_info``.
+
+    Raises OutOfMemory when the configuration does not fit, and AssertionError when Dynamo
+    compiled inside the timed rounds (after ``extra_info`` is filled, so nothing is lost)."""
+    benchmark.group = f"batch_size={batch_size}"
+    with runner.activated():
+        timed = _warm_time_and_check(ctx, benchmark, runner, batch_size)
+    info = _extra_info(ctx, benchmark, runner, batch_size, first_use, timed)
+    benchmark.extra_info.update(info)
+    return Measurement(benchmark.extra_info)
+
+
+def recompile_error(measurement: Measurement) -> str | None:
+    """Why the numbers include compile time, or None."""
+    info = measurement.extra_info
+    if not info.get("recompiles_during_timing"):
+        return None
+    return (f"{info['optimization']}: {info['recompiles_during_timing']} compilation(s) happened inside the timed "
+            "rounds; the warm-up did not cover this shape, so these numbers include compile time")
+
+
+def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_size: int) -> _Timed:
+    s, res = ctx.settings, ctx.resources
+    device = res.device
+    where = f"{runner.name} at batch size {batch_size}"
+    images, labels = res.eval_set
+    reference = res.baseline_logits
+    sync = timing.synchronizer(device)
+    oom = None
+    try:
+        x = runner.prepare(res.data.batch(batch_size))
+        sync()
+        start = time.perf_counter()
+        for _ in range(s.warmup):
+            runner(x)
+        sync()
+        warmup_s = time.perf_counter() - start
+        logits = parity_mod.predict(runner, images, batch_size)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        oom = f"out of memory: {where}: {first_line(exc)}"
+    if oom:  # raised outside the handler, so no traceback keeps the big tensors alive
+        x = None
+        res.free_device_memory()
+        raise OutOfMemory(oom)
+    label_note = None
+    if labels is not None and res.weights.source != "imagenet":
+        label_note = "weights are not ImageNet weights: accuracy is not meaningful"
+    parity = parity_mod.compare(reference, logits, labels, res.thresholds, label_note)
+    step = timing.make_step(runner, x, device)
+    monitor, recompiles = _time(ctx, benchmark, step, where)
+    crosscheck = _crosscheck(ctx, benchmark, step)
+    profile = None
+    if s.profile:  # extra rounds after timing, never inside the timed ones
+        profile = profiling.profile_rounds(step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
+                                           s.profile_rounds)
+    return _Timed(warmup_s, parity, monitor, recompiles, step.calls, crosscheck, profile)
+
+
+def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int]:
+    """pytest-benchmark's timed rounds, gc off, telemetry sampled: (monitor, recompiles inside the rounds)."""
+    compiles_before = _compile_count()
+    monitor = telemetry.Monitor(ctx.resources.device, ctx.settings)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    oom = None
+    try:
+        with monitor:
+            benchmark(step)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        oom = f"out of memory: {where} while timing: {first_line(exc)}"
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if oom:
+        step.x = None
+        ctx.resources.free_device_memory()
+        raise OutOfMemory(oom)
+    return monitor, _compile_count() - compiles_before
+
+
+def _crosscheck(ctx: Context, benchmark: Any, step: Any) -> dict[str, Any] | None:
+    stats = getattr(benchmark, "stats", None)
+    if not ctx.settings.crosscheck or stats is None:
+        return None
+    if ctx.resources.device.type == "cuda":
+        return timing.cuda_crosscheck(step)
+    import torch  # heavy, optional
+
+    return timing.cpu_crosscheck(step, torch.get_num_threads(), stats.stats.median)
+
+
+def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, first_use: bool,
+                timed: _Timed) -> dict[str, Any]:
+    s, res = ctx.settings, ctx.resources
+    stats = getattr(benchmark, "stats", None)
+    rounds = list(stats.stats.data) if stats is not None else []
+    median_s = statistics.median(rounds) if rounds else None
+    latency = timing.latency_ms(rounds) if rounds else None
+    build_s = runner.build_s if first_use else 0.0
+    info: dict[str, Any] = {
+        "optimization": runner.name,
+        "batch_size": batch_size,
+        "image_size": s.image_size,
+        "device": str(res.device),
+        "device_name": device_name(res.device),
+        "precision": runner.precision,
+        "throughput_samples_per_s": timing.throughput(batch_size, median_s) if median_s else None,
+        "latency_ms": latency,
+        "setup_s": build_s + timed.warmup_s,
+        "build_s": build_s,
+        "build_s_total": runner.build_s,
+        "warmup_s": timed.warmup_s,
+        "warmup_iterations": s.warmup,
+        "recompiles_during_timing": timed.recompiles,
+        "parity": timed.parity,
+        "runner": {"parts": list(runner.plan.parts), "input_dtype": str(runner.input_dtype).replace("torch.", ""),
+                   "memory_format": runner.plan.memory_format, **runner.info},
+        "weights": res.weights.source,
+        "dataset": res.data.info.source,
+    }
+    if ctx.worker is not None:
+        info["worker"] = ctx.worker
+    info["crosscheck"] = _crosscheck_ratios(timed.crosscheck, median_s, latency)
+    info.update(timed.monitor.result(batch_size, timed.calls))
+    if timed.profile is not None:
+        info["profile"] = timed.profile
+    if ctx.scalars is not None:
+        info["tensorboard_run"] = str(ctx.scalars.write(info))
+    return info
+
+
+def _crosscheck_ratios(crosscheck: dict[str, Any] | None, median_s: float | None,
+                       latency: dict[str, Any] | None) -> dict[str, Any] | None:
+    if crosscheck is None or not median_s:
+        return crosscheck
+    other = crosscheck.get("median_ms")
+    crosscheck["ratio"] = (other / (median_s * 1e3)) if other else None
+    # Noise on a shared machine only adds time, so the fastest rounds of the two timers
+    # agree even when a burst of load moves one median: the lower tails are the steadier check.
+    other_min = crosscheck.get("min_ms")
+    crosscheck["ratio_min"] = (other_min / latency["min"]) if other_min and latency else None
+    return crosscheck
+
+
+def _compile_count() -> int:
+    """Graphs Dynamo has compiled so far in this process (0 when Dynamo was never used)."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return int(utils.counters["stats"].get("unique_graphs", 0)) if utils is not None else 0

@@ -1,0 +1,202 @@
+"""What every densebench role shares: its settings, the run's outcomes and journal, the run record.
+
+A role is a pytest plugin object, registered once densebench is in use (see roles/__init__.py).
+Its hooks are the densebench part of the run: the header line, the journal and atomic JSON,
+the ``densebench`` object in the saved JSON and the terminal summary. Subclasses add their own
+hooks and say what they add to the run record in :meth:`Role.run_fields`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import _pytest_benchmark as pb
+from .. import journal as journal_mod
+from .. import profiling, summary
+from ..measure import Outcome
+from ..settings import Settings
+
+
+class Role:
+    """Base of the role objects. ``worker`` names this process's xdist worker ('gw0'), if any."""
+
+    name = "role"
+
+    def __init__(self, config: pytest.Config, settings: Settings, worker: str | None = None):
+        self.config = config
+        self.settings = settings
+        self.run_name = profiling.run_name()
+        self.outcomes: list[Outcome] = []
+        self.recovered: list[str] = []  # unfinished journals of earlier runs, recovered at start
+        self._worker = worker
+        self._header_shown = False
+        self._attached = False
+        self.journal: journal_mod.Journal | None = None
+        if settings.journal != "off":
+            name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
+            path = Path(settings.journal) if settings.journal != "auto" else settings.output / "journals" / name
+            self.journal = journal_mod.Journal(path, header=self.journal_header)
+        # Inductor's caches under the output directory, set before anything asks Inductor where they are
+        # (it fixes the location on first use): a second run with the same output reuses them.
+        # Restored at close, so an in-process pytest run (pytester) leaves its caller's environment as it was.
+        self._set_inductor_cache = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+        if self._set_inductor_cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str((settings.output / "cache" / "inductor").resolve())
+
+    # ------------------------------------------------------------ start
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.attach()
+
+    def attach(self) -> None:
+        """Once pytest-benchmark's session exists: atomic JSON, and recovery of crashed runs' journals."""
+        if self._attached:
+            return
+        self._attached = True
+        pb.write_json_atomically(self.config, journal_mod.atomic_write_text)
+        if self._worker is None and self.settings.journal == "auto" and self.journal is not None:
+            recovered = journal_mod.recover_unfinished(self.journal.path.parent, skip=self.journal.path)
+            self.recovered = [str(p) for p in recovered]
+
+    def header_line(self) -> str:
+        s = self.settings
+        return (f"densebench: device={s.device} optimizations={','.join(s.optimizations)} "
+                f"batch_sizes={','.join(map(str, s.batch_sizes))} image_size={s.image_size} weights={s.weights} "
+                f"dataset={s.dataset}")
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        self._header_shown = True
+        return [self.header_line()]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Activated during collection (a densebench benchmark was found): the header comes now."""
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if not self._header_shown and reporter is not None:
+            self._header_shown = True
+            reporter.write_line(self.header_line())
+
+    # ------------------------------------------------------------ outcomes and journal
+
+    def note(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if self.journal is not None:
+            self.journal.write({"type": "outcome", "outcome": outcome.as_dict()})
+
+    def merge_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
+        """Outcomes from another process (xdist worker, isolated child), noted and journaled here."""
+        for o in outcomes:
+            self.note(Outcome.from_dict(o))
+
+    def journal_benchmark_data(self, data: dict[str, Any]) -> None:
+        """One finished benchmark as pytest-benchmark saves it (raw timings included)."""
+        if self.journal is not None:
+            self.journal.write({"type": "benchmark", "benchmark": data})
+
+    def adopt(self, benchmarks: list[Any]) -> None:
+        """Benchmarks measured in another process (parallel.WorkerBenchmark): into pytest-benchmark's
+        results and this run's journal."""
+        pb.add_benchmarks(self.config, benchmarks)
+        for bench in benchmarks:
+            self.journal_benchmark_data(bench.data)
+
+    def journal_header(self) -> dict[str, Any]:
+        """The journal's first line: what recovery needs to rebuild a pytest-benchmark JSON."""
+        machine = pb.machine_info(self.config)
+        commit = self.config.hook.pytest_benchmark_generate_commit_info(config=self.config)
+        return {"datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "machine_info": machine() if machine else {}, "commit_info": commit or {},
+                "densebench": self.run_info()}
+
+    # ------------------------------------------------------------ end
+
+    def finish(self) -> None:
+        """All benchmarks ran (called before the JSON is written)."""
+
+    def close(self) -> None:
+        """End of the session: close the journal as complete."""
+        self.finish()
+        if self.journal is not None:
+            self.journal.close(complete=True)
+        if self._set_inductor_cache:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            self._set_inductor_cache = False
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.close()
+
+    def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict[str, Any]) -> None:
+        from ..telemetry import machine_info as densebench_machine_info
+
+        machine_info.update(densebench_machine_info())
+
+    def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+        self.finish()
+        output_json["densebench"] = self.run_info()
+
+    # ------------------------------------------------------------ run record
+
+    def run_fields(self, info: dict[str, Any]) -> None:
+        """Add this role's fields to the run record (subclasses)."""
+
+    def run_info(self) -> dict[str, Any]:
+        """The top-level ``densebench`` object of the saved JSON."""
+        from .. import __version__
+
+        info: dict[str, Any] = {"version": __version__, "run": self.run_name, "settings": self.settings.as_dict(),
+                                "outcomes": [o.as_dict() for o in self.outcomes]}
+        self.run_fields(info)
+        if self.journal is not None:
+            info["journal"] = str(self.journal.path)
+        if self.recovered:
+            info["recovered_journals"] = self.recovered
+        measured = [o for o in self.outcomes if o.status in ("measured", "parity_failed")]
+        build = sum(o.summary.get("build_s") or 0.0 for o in measured)
+        warm = sum(o.summary.get("warmup_s") or 0.0 for o in measured)
+        info["setup_s"] = {"total": build + warm, "build": build, "warmup": warm}
+        info.update(summary.recommendations(info["outcomes"], self.settings.latency_budget_ms))
+        return info
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if not self.outcomes:
+            return
+        tr = terminalreporter
+        tr.write_sep("-", "densebench summary")
+        info = self.run_info()
+        for key in ("weights", "dataset"):
+            if key in info:
+                tr.write_line(f"{key}: {info[key]['summary']}")
+        if "device" in info:
+            tr.write_line(f"device: {info['device']} ({info['device_name']})")
+        for worker in info.get("workers", []):
+            pin = worker.get("worker") or {}
+            where = f"CPUs {pin['cpus']}" if pin.get("cpus") is not None else pin.get("device")
+            tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
+        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms):
+            tr.write_line(line)
+        setup = info["setup_s"]
+        tr.write_line(f"setup time (build + warm-up, untimed): {setup['total']:.1f} s "
+                      f"(build {setup['build']:.1f} s, warm-up {setup['warmup']:.1f} s)")
+
+
+class Measurer(Role):
+    """A role whose process runs densebench's tests (plain run, isolating parent, either on a worker)."""
+
+    def session_fixture(self) -> Measurer:
+        """What the ``densebench_session`` fixture returns."""
+        return self
+
+    def optimized(self, optimization: str, batch_size: int) -> Any:
+        """What the ``optimized`` fixture returns: a built Runner, or None when built elsewhere."""
+        raise NotImplementedError
+
+    def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
+                batch_size: int) -> Any:
+        """Measure one configuration with ``benchmark``; returns a measure.Measurement."""
+        raise NotImplementedError

@@ -1,0 +1,73 @@
+"""The isolating parent (``--densebench-isolate``): each optimization runs in a child process.
+
+The first test of an optimization starts a child pytest (see isolate.py) that builds and
+measures it at every batch size; this process adopts what the child journaled and turns a
+child that died into outcomes (crashed, timeout, oom) for the batch sizes it did not finish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .. import _pytest_benchmark as pb
+from .. import isolate
+from ..measure import Measurement, Outcome
+from ..parallel import WorkerBenchmark
+from ..settings import Settings
+from .base import Measurer
+
+
+class IsolatingParent(Measurer):
+    name = "isolating"
+
+    def __init__(self, config: pytest.Config, settings: Settings, worker: str | None = None,
+                 pinning: dict[str, Any] | None = None):
+        super().__init__(config, settings, worker)
+        self.pinning = pinning
+        self.children: dict[str, isolate.ChildRun] = {}
+
+    def optimized(self, optimization: str, batch_size: int) -> None:
+        return None  # built in a child process, see measure
+
+    def _child(self, request: pytest.FixtureRequest, optimization: str) -> isolate.ChildRun:
+        child = self.children.get(optimization)
+        if child is None:
+            where = self.settings.output / "isolated" / self.run_name
+            child = self.children[optimization] = isolate.run_child(self.config, self.settings, request.node.path,
+                                                                    optimization, where)
+            self.merge_outcomes(list(child.outcomes.values()))
+        return child
+
+    def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
+                batch_size: int) -> Measurement:
+        """What the child measured at ``batch_size``; its skip or failure; or how it died."""
+        child = self._child(request, optimization)
+        pb.mark_used(benchmark, "isolated: measured in a child process")
+        bench = child.benchmarks.get(batch_size)
+        if bench is not None:
+            self.adopt([WorkerBenchmark(bench)])
+            return Measurement(bench["extra_info"])
+        outcome = child.outcomes.get(batch_size)
+        if outcome is not None and outcome["status"] in ("skipped", "oom"):
+            pytest.skip(outcome["reason"])
+        if outcome is not None and outcome["status"] == "failed":
+            pytest.fail(outcome["reason"], pytrace=False)
+        status, message = child.failure()
+        self.note(Outcome(optimization, batch_size, status, message))
+        if status == "oom":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+
+    def run_fields(self, info: dict[str, Any]) -> None:
+        if self.children:
+            first = next(iter(self.children.values())).run_info
+            for key in ("device", "device_name", "weights", "dataset", "calibration"):
+                if key in first:
+                    info[key] = first[key]
+            info["isolated"] = {opt: {"returncode": c.returncode, "timed_out": c.timed_out,
+                                      "elapsed_s": c.elapsed_s, "log": str(c.log)}
+                                for opt, c in self.children.items()}
+        if self.pinning is not None:
+            info["worker"] = self.pinning

@@ -1,0 +1,88 @@
+"""The plain run: densebench's tests build and measure each optimization in this process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .. import profiling
+from ..errors import BuildFailed, InputError, OutOfMemory, Unavailable
+from ..measure import Context, Measurement, Outcome, recompile_error
+from ..measure import measure as measure_one
+from ..resources import Resources, Runners
+from ..settings import Settings
+from .base import Measurer
+
+
+class LocalRun(Measurer):
+    """Measures in this process. ``pinning`` is this xdist worker's assignment (as a dict), if any."""
+
+    name = "local"
+
+    def __init__(self, config: pytest.Config, settings: Settings, worker: str | None = None,
+                 pinning: dict[str, Any] | None = None):
+        super().__init__(config, settings, worker)
+        self.resources = Resources(settings)
+        self.runners = Runners(self.resources)
+        self.pinning = pinning
+        scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
+        self.context = Context(self.resources, self.run_name, scalars, pinning)
+
+    def session_fixture(self) -> LocalRun:
+        """Loads weights, data and the baseline now. Unusable weights or data end the whole run at
+        once (exit status 4, like a usage error): every benchmark would fail the same way."""
+        try:
+            self.resources.prepare()
+        except InputError as exc:
+            pytest.exit(f"densebench: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        return self
+
+    def optimized(self, optimization: str, batch_size: int) -> Any:
+        """The built Runner; skipped with the reason when it cannot run here, failed when it cannot build."""
+        try:
+            return self.runners.get(optimization, batch_size)
+        except Unavailable as exc:
+            self.note(Outcome(optimization, batch_size, "skipped", str(exc)))
+            pytest.skip(f"{optimization}: {exc}")
+        except OutOfMemory as exc:
+            self.note(Outcome(optimization, batch_size, "oom", str(exc)))
+            pytest.skip(str(exc))
+        except BuildFailed as exc:
+            self.note(Outcome(optimization, batch_size, "failed", str(exc)))
+            pytest.fail(str(exc), pytrace=False)
+
+    def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
+                batch_size: int) -> Measurement:
+        """Measure; out of memory becomes a skip, compilation inside the timed rounds a failure."""
+        try:
+            result = measure_one(self.context, benchmark, optimized, batch_size, self.runners.first_use())
+        except OutOfMemory as exc:
+            self.note(Outcome(optimization, batch_size, "oom", str(exc)))
+            pytest.skip(str(exc))
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None:
+            self.journal_benchmark_data(stats.as_dict(include_data=True))
+        self.note(result.outcome())
+        problem = recompile_error(result)
+        if problem:
+            raise AssertionError(problem)
+        return result
+
+    def finish(self) -> None:
+        """Release the last runner (its memory is measured like the others')."""
+        self.runners.release()
+
+    def close(self) -> None:
+        super().close()
+        if self.context.scalars is not None:
+            self.context.scalars.close()
+
+    def run_fields(self, info: dict[str, Any]) -> None:
+        if self.context.scalars is not None:
+            info["tensorboard_logdir"] = str(self.context.scalars.dir)
+        info.update(self.resources.loaded())
+        if self.pinning is not None:
+            info["worker"] = self.pinning
+        if self.runners.memory_trace:
+            info["memory_trace"] = self.runners.memory_trace

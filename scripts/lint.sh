@@ -7,7 +7,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 py=${PYTHON:-$repo/.venv/bin/python}
-bin=$(dirname "$py")
+# Linters are looked up beside that interpreter first (PYTHON may be a bare name such as python3).
+bin=$(dirname "$(command -v "$py" || echo "$py")")
+skipped=0
 
 # lint TOOL ARGS...: run TOOL from the virtual environment (or PATH) with ARGS.
 lint() {
@@ -18,6 +20,7 @@ lint() {
             exit 1
         fi
         echo "lint: $1 is not installed; skipped (pip install -e '.[test]' provides it)" >&2
+        skipped=$((skipped + 1))
         return 0
     }
     shift
@@ -41,4 +44,8 @@ if command -v docker-compose >/dev/null; then
     echo "lint: docker-compose config"
     docker-compose -f docker/docker-compose.yml --profile cpu config --quiet
 fi
-echo "lint: all clean"
+if [ "$skipped" = 0 ]; then
+    echo "lint: all clean"
+else
+    echo "lint: clean, but $skipped check(s) skipped: their linters are not installed"
+fi

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -364,3 +366,17 @@ def test_main_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out.read_text() == records.schema_text()
     assert records.main(["--root", "benchmark"]) == 0
     assert json.loads(capsys.readouterr().out)["title"].startswith("densebench benchmark record")
+
+
+def test_every_field_is_documented() -> None:
+    schema = records.json_schema()
+    undocumented = [f"{name}.{key}" for name, part in [("", schema), *schema["$defs"].items()]
+                    for key, prop in part.get("properties", {}).items() if not prop.get("description")]
+    assert not undocumented
+    assert all(part.get("description") for part in schema["$defs"].values())
+
+
+def test_reading_records_needs_no_torch() -> None:
+    code = ("import sys, densebench.records as r, densebench.timing; r.json_schema(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")  # from_measurement imports timing
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import journal
 from .profiling import safe_name
+from .records import Status
 from .settings import OPTIONS, Settings, value_text
 
 # pytest-benchmark options a child must share with its parent (timing rules).
@@ -40,23 +41,23 @@ class ChildRun:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
     run_info: dict[str, Any] = field(default_factory=dict)
 
-    def failure(self) -> tuple[str, str]:
+    def failure(self) -> tuple[Status, str]:
         """(status, message) for a batch size the child did not finish."""
         tail = ""
         if self.log.is_file():
             lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
             tail = " | ".join(lines[-3:])[-400:]
         if self.timed_out:
-            return "timeout", (f"{self.optimization}: no result within --densebench-timeout "
-                               f"({self.elapsed_s:.0f} s); the child was killed. Log: {self.log}")
+            return Status.TIMEOUT, (f"{self.optimization}: no result within --densebench-timeout "
+                                    f"({self.elapsed_s:.0f} s); the child was killed. Log: {self.log}")
         code = self.returncode
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            kind = "oom" if -code == signal.SIGKILL else "crashed"
+            kind = Status.OOM if -code == signal.SIGKILL else Status.CRASHED
             why = " (SIGKILL: often the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
             return kind, f"{self.optimization}: the child process died with {name}{why}. Log: {self.log}"
-        return "crashed", (f"{self.optimization}: the child process exited with status {code} before finishing "
-                           f"this batch size: {tail} (log: {self.log})")
+        return Status.CRASHED, (f"{self.optimization}: the child process exited with status {code} before "
+                                f"finishing this batch size: {tail} (log: {self.log})")
 
 
 def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:

@@ -3,7 +3,7 @@
 pytest-benchmark writes its JSON once, at the end of the session, so a crash or a kill in
 the 40th benchmark loses the 39 before it. densebench also appends each finished
 benchmark (exactly what pytest-benchmark would save, raw timings included) and each
-outcome (skipped, failed, out of memory, crashed) as one JSON line to
+outcome (``records.Outcome``, whatever its ``records.Status``) as one JSON line to
 ``<output>/journals/journal-<run>.jsonl``, fsync'd. ``densebench recover JOURNAL -o
 result.json`` turns a journal into a pytest-benchmark JSON that ``pytest-benchmark
 compare`` and ``densebench report`` read; the next run recovers unfinished journals on its

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import summary
 from .errors import ReportError
+from .records import UNTIMED_STATUSES, Status
 
 
 @dataclass(frozen=True, eq=False)  # one instance per loaded file: identity is the run
@@ -202,7 +203,7 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
                          + ", ".join(f"{o}@{b}" for o, b in failed) + ".")
         outcomes = recs[0].run.densebench.get("outcomes", [])
         other = {(o["optimization"], o["status"], o.get("reason")) for o in outcomes
-                 if o["status"] in ("skipped", "failed", "oom", "crashed", "timeout")}
+                 if o["status"] in UNTIMED_STATUSES}  # parity failures: listed above, from the records
         for opt, status, reason in sorted(other, key=lambda t: (t[1], t[0])):
             lines.append(f"{prefix}{status}: {opt} — {reason}")
     return lines
@@ -472,7 +473,7 @@ def table_lines(path: Path) -> list[str]:
             + ("pass" if parity.get("passed", True) else "FAIL: " + "; ".join(parity.get("failures", []))))
     dense = doc.get("densebench") or {}
     for o in dense.get("outcomes", []):
-        if o["status"] != "measured":
+        if o["status"] != Status.MEASURED:
             lines.append(f"{o['status']}: {o['optimization']} at batch {o.get('batch_size')}: {o.get('reason')}")
     for r in dense.get("best", []):
         sp = r.get("speedup_vs_baseline")

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .records import PROBLEM_STATUSES, TIMED_STATUSES, Status
+
 
 @dataclass(frozen=True)
 class Row:
@@ -27,11 +29,11 @@ class Row:
 def rows_from_outcomes(outcomes: Iterable[dict[str, Any]]) -> list[Row]:
     rows = []
     for o in outcomes:
-        if o.get("status") not in ("measured", "parity_failed") or not o.get("throughput_samples_per_s"):
+        if o.get("status") not in TIMED_STATUSES or not o.get("throughput_samples_per_s"):
             continue
         rows.append(Row(o["optimization"], int(o["batch_size"]), float(o["throughput_samples_per_s"]),
                         (o.get("latency_ms") or {}).get("p99"), o.get("peak_memory_mb"),
-                        o.get("status") == "measured", o.get("precision")))
+                        o.get("status") == Status.MEASURED, o.get("precision")))
     return rows
 
 
@@ -88,16 +90,16 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
                          f"{peak.throughput:.1f} img/s")
     seen: set[tuple[str, str]] = set()
     for o in outcomes:
-        if o["status"] in ("skipped", "failed", "oom", "parity_failed", "crashed", "timeout"):
+        if o["status"] in PROBLEM_STATUSES:
             key = (o["optimization"], o.get("reason") or "")
-            if o["status"] == "skipped" and key in seen:
+            if o["status"] == Status.SKIPPED and key in seen:
                 continue
             seen.add(key)
             reason = o.get("reason") or ""
             if reason.startswith("out of memory:"):  # already names the optimization and batch size
                 lines.append(f"{o['status']}: {reason}")
                 continue
-            where = f" at batch {o['batch_size']}" if o.get("batch_size") and o["status"] != "skipped" else ""
+            where = f" at batch {o['batch_size']}" if o.get("batch_size") and o["status"] != Status.SKIPPED else ""
             lines.append(f"{o['status']}: {o['optimization']}{where}: {reason}")
     return lines
 

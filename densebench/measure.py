@@ -14,39 +14,18 @@ returns what was measured; the calling role journals it and notes the outcome.
 from __future__ import annotations
 
 import gc
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import parity as parity_mod
 from . import profiling, telemetry, timing
 from .errors import OutOfMemory
 from .optimizations import Runner
+from .records import BenchmarkRecord, Outcome, Profile, Status
 from .resources import Resources, device_name, first_line, is_oom
 from .settings import Settings
-
-
-@dataclass
-class Outcome:
-    """What happened to one configuration (or a whole optimization when ``batch_size`` is None)."""
-
-    optimization: str
-    batch_size: int | None
-    status: str  # one of records.Status
-    reason: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"optimization": self.optimization, "batch_size": self.batch_size, "status": self.status,
-                "reason": self.reason, **self.summary}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Outcome:
-        rest = dict(data)
-        return cls(rest.pop("optimization"), rest.pop("batch_size"), rest.pop("status"), rest.pop("reason", None),
-                   rest)
 
 
 @dataclass
@@ -68,12 +47,15 @@ class Measurement:
                 "thresholds: --densebench-parity-top1/-top5/-logit-error/-tie-band)")
 
     def outcome(self) -> Outcome:
+        """The configuration's outcome: measured, or parity_failed with the failures as the reason."""
         info, parity = self.extra_info, self.parity
-        return Outcome(info["optimization"], info["batch_size"], "measured" if parity["passed"] else "parity_failed",
-                       None if parity["passed"] else "; ".join(parity["failures"]),
-                       {"throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
-                        "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
-                        "build_s": info["build_s"], "warmup_s": info["warmup_s"]})
+        return Outcome.from_json({
+            "optimization": info["optimization"], "batch_size": info["batch_size"],
+            "status": Status.MEASURED if parity["passed"] else Status.PARITY_FAILED,
+            "reason": None if parity["passed"] else "; ".join(parity["failures"]),
+            "throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
+            "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
+            "build_s": info["build_s"], "warmup_s": info["warmup_s"]})
 
 
 @dataclass
@@ -202,53 +184,22 @@ def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, f
                 timed: _Timed) -> dict[str, Any]:
     s, res = ctx.settings, ctx.resources
     stats = getattr(benchmark, "stats", None)
-    rounds = list(stats.stats.data) if stats is not None else []
-    median_s = statistics.median(rounds) if rounds else None
-    latency = timing.latency_ms(rounds) if rounds else None
-    build_s = runner.build_s if first_use else 0.0
-    info: dict[str, Any] = {
-        "optimization": runner.name,
-        "batch_size": batch_size,
-        "image_size": s.image_size,
-        "device": str(res.device),
-        "device_name": device_name(res.device),
-        "precision": runner.precision,
-        "throughput_samples_per_s": timing.throughput(batch_size, median_s) if median_s else None,
-        "latency_ms": latency,
-        "setup_s": build_s + timed.warmup_s,
-        "build_s": build_s,
-        "build_s_total": runner.build_s,
-        "warmup_s": timed.warmup_s,
-        "warmup_iterations": s.warmup,
-        "recompiles_during_timing": timed.recompiles,
-        "parity": timed.parity,
-        "runner": {"parts": list(runner.plan.parts), "input_dtype": str(runner.input_dtype).replace("torch.", ""),
-                   "memory_format": runner.plan.memory_format, **runner.info},
-        "weights": res.weights.source,
-        "dataset": res.data.info.source,
-    }
-    if ctx.worker is not None:
-        info["worker"] = ctx.worker
-    info["crosscheck"] = _crosscheck_ratios(timed.crosscheck, median_s, latency)
-    info.update(timed.monitor.result(batch_size, timed.calls))
+    record = BenchmarkRecord.from_measurement(
+        optimization=runner.name, batch_size=batch_size, image_size=s.image_size, device=str(res.device),
+        device_name=device_name(res.device), precision=runner.precision,
+        round_times_s=list(stats.stats.data) if stats is not None else [], build_s_total=runner.build_s,
+        first_use=first_use, warmup_s=timed.warmup_s, warmup_iterations=s.warmup,
+        recompiles_during_timing=timed.recompiles, parity=timed.parity,
+        runner={"parts": list(runner.plan.parts), "input_dtype": str(runner.input_dtype).replace("torch.", ""),
+                "memory_format": runner.plan.memory_format, **runner.info},
+        weights=res.weights.source, dataset=res.data.info.source,
+        telemetry=timed.monitor.result(batch_size, timed.calls), crosscheck=timed.crosscheck, worker=ctx.worker)
     if timed.profile is not None:
-        info["profile"] = timed.profile
+        record.profile = Profile.from_json(timed.profile)
+    info = record.to_json()
     if ctx.scalars is not None:
         info["tensorboard_run"] = str(ctx.scalars.write(info))
     return info
-
-
-def _crosscheck_ratios(crosscheck: dict[str, Any] | None, median_s: float | None,
-                       latency: dict[str, Any] | None) -> dict[str, Any] | None:
-    if crosscheck is None or not median_s:
-        return crosscheck
-    other = crosscheck.get("median_ms")
-    crosscheck["ratio"] = (other / (median_s * 1e3)) if other else None
-    # Noise on a shared machine only adds time, so the fastest rounds of the two timers
-    # agree even when a burst of load moves one median: the lower tails are the steadier check.
-    other_min = crosscheck.get("min_ms")
-    crosscheck["ratio_min"] = (other_min / latency["min"]) if other_min and latency else None
-    return crosscheck
 
 
 def _compile_count() -> int:

@@ -386,3 +386,15 @@ def test_reading_records_needs_no_torch() -> None:
     code = ("import sys, densebench.records as r, densebench.timing; r.json_schema(); "
             "assert 'torch' not in sys.modules, 'torch was imported'")  # from_measurement imports timing
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_a_fresh_run_validates_and_round_trips(run_suite, validator: Any) -> None:
+    """What this version writes, not only what is committed: a real run's JSON against the schema."""
+    run = run_suite("--densebench-optimizations=baseline,channels_last,tf32", "--densebench-batch-sizes=1",
+                    "--densebench-latency-budget-ms=10000", "--densebench-tensorboard")
+    run.result.assert_outcomes(passed=2, skipped=1)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(run.json)]
+    assert not errors, errors[:5]
+    assert exact(records.ResultsFile.from_json(run.json).to_json()) == exact(run.json)
+    statuses = [o["status"] for o in run.json["densebench"]["outcomes"]]
+    assert sorted(statuses) == ["measured", "measured", "skipped"]

@@ -18,7 +18,7 @@ import pytest
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from .. import profiling, summary
-from ..measure import Outcome
+from ..records import TIMED_STATUSES, Outcome, RunRecord
 from ..settings import Settings
 
 
@@ -86,12 +86,12 @@ class Role:
     def note(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         if self.journal is not None:
-            self.journal.write({"type": "outcome", "outcome": outcome.as_dict()})
+            self.journal.write({"type": "outcome", "outcome": outcome.to_json()})
 
     def merge_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
         """Outcomes from another process (xdist worker, isolated child), noted and journaled here."""
         for o in outcomes:
-            self.note(Outcome.from_dict(o))
+            self.note(Outcome.from_json(o))
 
     def journal_benchmark_data(self, data: dict[str, Any]) -> None:
         """One finished benchmark as pytest-benchmark saves it (raw timings included)."""
@@ -144,23 +144,28 @@ class Role:
     def run_fields(self, info: dict[str, Any]) -> None:
         """Add this role's fields to the run record (subclasses)."""
 
-    def run_info(self) -> dict[str, Any]:
-        """The top-level ``densebench`` object of the saved JSON."""
+    def run_record(self) -> RunRecord:
+        """The top-level ``densebench`` object of the saved JSON, typed."""
         from .. import __version__
 
+        outcomes = [o.to_json() for o in self.outcomes]
         info: dict[str, Any] = {"version": __version__, "run": self.run_name, "settings": self.settings.as_dict(),
-                                "outcomes": [o.as_dict() for o in self.outcomes]}
+                                "outcomes": outcomes}
         self.run_fields(info)
         if self.journal is not None:
             info["journal"] = str(self.journal.path)
         if self.recovered:
             info["recovered_journals"] = self.recovered
-        measured = [o for o in self.outcomes if o.status in ("measured", "parity_failed")]
-        build = sum(o.summary.get("build_s") or 0.0 for o in measured)
-        warm = sum(o.summary.get("warmup_s") or 0.0 for o in measured)
+        timed = [o for o in self.outcomes if o.status in TIMED_STATUSES]
+        build = sum(o.build_s or 0.0 for o in timed)
+        warm = sum(o.warmup_s or 0.0 for o in timed)
         info["setup_s"] = {"total": build + warm, "build": build, "warmup": warm}
-        info.update(summary.recommendations(info["outcomes"], self.settings.latency_budget_ms))
-        return info
+        info.update(summary.recommendations(outcomes, self.settings.latency_budget_ms))
+        return RunRecord.from_json(info)
+
+    def run_info(self) -> dict[str, Any]:
+        """The run record as JSON (see :meth:`run_record`)."""
+        return self.run_record().to_json()
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

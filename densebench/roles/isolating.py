@@ -13,8 +13,9 @@ import pytest
 
 from .. import _pytest_benchmark as pb
 from .. import isolate
-from ..measure import Measurement, Outcome
+from ..measure import Measurement
 from ..parallel import WorkerBenchmark
+from ..records import Outcome, Status
 from ..settings import Settings
 from .base import Measurer
 
@@ -50,13 +51,13 @@ class IsolatingParent(Measurer):
             self.adopt([WorkerBenchmark(bench)])
             return Measurement(bench["extra_info"])
         outcome = child.outcomes.get(batch_size)
-        if outcome is not None and outcome["status"] in ("skipped", "oom"):
+        if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
             pytest.skip(outcome["reason"])
-        if outcome is not None and outcome["status"] == "failed":
+        if outcome is not None and outcome["status"] == Status.FAILED:
             pytest.fail(outcome["reason"], pytrace=False)
         status, message = child.failure()
-        self.note(Outcome(optimization, batch_size, status, message))
-        if status == "oom":
+        self.note(Outcome(optimization=optimization, batch_size=batch_size, status=status, reason=message))
+        if status == Status.OOM:
             pytest.skip(message)
         pytest.fail(message, pytrace=False)
 

@@ -8,8 +8,9 @@ import pytest
 
 from .. import profiling
 from ..errors import BuildFailed, InputError, OutOfMemory, Unavailable
-from ..measure import Context, Measurement, Outcome, recompile_error
+from ..measure import Context, Measurement, recompile_error
 from ..measure import measure as measure_one
+from ..records import Outcome, Status
 from ..resources import Resources, Runners
 from ..settings import Settings
 from .base import Measurer
@@ -43,13 +44,13 @@ class LocalRun(Measurer):
         try:
             return self.runners.get(optimization, batch_size)
         except Unavailable as exc:
-            self.note(Outcome(optimization, batch_size, "skipped", str(exc)))
+            self.note(Outcome(optimization=optimization, batch_size=batch_size, status=Status.SKIPPED, reason=str(exc)))
             pytest.skip(f"{optimization}: {exc}")
         except OutOfMemory as exc:
-            self.note(Outcome(optimization, batch_size, "oom", str(exc)))
+            self.note(Outcome(optimization=optimization, batch_size=batch_size, status=Status.OOM, reason=str(exc)))
             pytest.skip(str(exc))
         except BuildFailed as exc:
-            self.note(Outcome(optimization, batch_size, "failed", str(exc)))
+            self.note(Outcome(optimization=optimization, batch_size=batch_size, status=Status.FAILED, reason=str(exc)))
             pytest.fail(str(exc), pytrace=False)
 
     def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
@@ -58,7 +59,7 @@ class LocalRun(Measurer):
         try:
             result = measure_one(self.context, benchmark, optimized, batch_size, self.runners.first_use())
         except OutOfMemory as exc:
-            self.note(Outcome(optimization, batch_size, "oom", str(exc)))
+            self.note(Outcome(optimization=optimization, batch_size=batch_size, status=Status.OOM, reason=str(exc)))
             pytest.skip(str(exc))
         stats = getattr(benchmark, "stats", None)
         if stats is not None:

@@ -26,13 +26,12 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-
-if TYPE_CHECKING:
-    from pytest_benchmark.fixture import BenchmarkFixture
-    from pytest_benchmark.session import BenchmarkSession
+from pytest_benchmark.fixture import BenchmarkFixture
+from pytest_benchmark.session import BenchmarkSession
+from pytest_benchmark.utils import safe_dumps
 
 CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
 
@@ -67,8 +66,6 @@ def write_json_atomically(config: pytest.Config, write_text: Callable[[Path, str
     bs = session(config)
     if bs is None:
         return
-    from pytest_benchmark.utils import safe_dumps
-
     def save_json(output_json: dict[str, Any]) -> None:
         target = bs.json  # a Path from 5.3 on; before, a file argparse opened ('wb') when parsing options
         path = Path(target) if isinstance(target, (str, os.PathLike)) else Path(target.name)
@@ -134,9 +131,6 @@ def missing_attributes() -> list[str]:
     """Attributes this adapter relies on that the installed pytest-benchmark lacks (empty when all is well).
 
     Checked on the real classes with a minimal config, without running a session."""
-    from pytest_benchmark.fixture import BenchmarkFixture
-    from pytest_benchmark.session import BenchmarkSession
-
     def known(cls: type) -> set[str]:
         """Class attributes, and the attribute names its methods' code assigns or reads (self.X)."""
         names = set(dir(cls))

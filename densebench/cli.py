@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .settings import OPTIONS_BY_KEY
+import pytest
+
+from . import compare, data, journal
+from .errors import ReportError
+from .optimizations import plan_for, techniques, unavailable_reason
+from .report import build, insights, load_all, table_lines, write
+from .settings import OPTIONS_BY_KEY, override_default
+from .telemetry import machine_info
 
 
 def suite_path() -> tuple[Path, Path]:
@@ -31,8 +38,6 @@ def _default_isolation(extra: list[str]) -> bool:
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
-    import pytest
-
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     suite, rootdir = suite_path()
@@ -46,16 +51,12 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         # One process per optimization: a crashing backend costs only itself, and on CPU each
         # optimization's peak RSS is its own, not inflated by runtimes loaded before it. Only the
         # default changes: --densebench-isolate, DENSEBENCH_ISOLATE or the ini key still decide.
-        from .settings import override_default
-
         override_default("isolate", "true")
         print("densebench run: each optimization in its own process (--densebench-isolate=false to share one)",
               flush=True)
     code = int(pytest.main(pytest_args))
     results = output / "results.json"
     if results.is_file():
-        from .report import ReportError, insights, load_all, write
-
         try:
             records = load_all([results])  # parsed once: the file holds every raw round
             written = write(records, output)
@@ -67,8 +68,6 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportError, build
-
     try:
         written = build([Path(p) for p in args.results], Path(args.output), args.latency_budget_ms)
     except ReportError as exc:
@@ -80,12 +79,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare
-
     try:
         changes = compare.compare(Path(args.base), Path(args.new), args.threshold, args.confidence,
                                   args.resamples, args.seed, args.allow_different_devices)
-    except compare.ReportError as exc:
+    except ReportError as exc:
         print(f"densebench compare: {exc}", file=sys.stderr)
         return 2
     text = compare.markdown(changes, Path(args.base), Path(args.new), args.threshold, args.confidence)
@@ -97,8 +94,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .report import ReportError, table_lines
-
     try:
         print("\n".join(table_lines(Path(args.result))))
     except ReportError as exc:
@@ -108,8 +103,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from . import journal
-
     out = Path(args.output)
     try:
         doc = journal.recover(Path(args.journal), out)
@@ -124,10 +117,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    import torch
-
-    from .optimizations import plan_for, techniques, unavailable_reason
-    from .telemetry import machine_info
+    import torch  # heavy, optional
 
     info: dict[str, Any] = machine_info()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -152,8 +142,6 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .optimizations import techniques
-
     for name, tech in techniques().items():
         print(f"{name:14s} {tech.kind:8s} {tech.summary}")
     print("Stack techniques with '+', e.g. channels_last+amp+compile; 'all' runs every one, 'best' adds "
@@ -162,8 +150,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import data
-
     data_dir = Path(args.data_dir).expanduser()
     try:
         if args.archive:

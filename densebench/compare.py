@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .report import ReportError, load
 
 
@@ -58,8 +60,6 @@ def _device(doc: dict[str, Any]) -> str:
 def bootstrap_ratio(base: list[float], new: list[float], resamples: int, confidence: float,
                     seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of median(new) / median(base)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     b = np.asarray(base, dtype=float)
     n = np.asarray(new, dtype=float)

@@ -26,7 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from .errors import DataError
+from .model import reachable
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
@@ -75,7 +78,7 @@ class EvalData:
 
     def batch(self, n: int) -> Any:
         """The first ``n`` images, cycling when the set is smaller than ``n``."""
-        import torch
+        import torch  # heavy, optional
 
         if n <= len(self.images):
             return self.images[:n].clone()
@@ -101,7 +104,7 @@ class EvalData:
 
 def imagenet_synsets() -> list[str]:
     """The 1000 ImageNet-1k WordNet ids in class-index order (shipped inside timm)."""
-    from timm.data import ImageNetInfo
+    from timm.data import ImageNetInfo  # heavy, optional: timm imports torch
 
     return list(ImageNetInfo().label_names())
 
@@ -286,8 +289,8 @@ def prepare_tiny_imagenet(data_dir: Path, *, download_ok: bool, md5: str = TINY_
 
 
 def _transform(image_size: int) -> Any:
-    import torch
-    from torchvision.transforms import v2
+    import torch  # heavy, optional
+    from torchvision.transforms import v2  # heavy, optional
 
     return v2.Compose([
         v2.ToImage(),
@@ -301,16 +304,14 @@ def _transform(image_size: int) -> Any:
 def _pick(n_total: int, n: int, seed: int) -> list[int]:
     """n distinct indices of range(n_total) in a seeded random order, so any prefix is a fair sample
     (the parity set is a prefix, the calibration set the part after it)."""
-    import torch
+    import torch  # heavy, optional
 
     order = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
     return order[: min(n, n_total)].tolist()
 
 
 def load_images(paths: Sequence[Path], image_size: int) -> Any:
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
+    import torch  # heavy, optional
     transform = _transform(image_size)
     tensors = []
     for path in paths:
@@ -325,8 +326,8 @@ def load_images(paths: Sequence[Path], image_size: int) -> Any:
 
 def synthetic(n: int, image_size: int, seed: int) -> Any:
     """Deterministic pseudo-images: smooth random colour fields plus fine noise, normalised."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy, optional
+    import torch.nn.functional as F  # heavy, optional
 
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 8, 8, generator=g)
@@ -339,7 +340,7 @@ def synthetic(n: int, image_size: int, seed: int) -> Any:
 
 def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, download_ok: bool,
           seed: int) -> EvalData:
-    import torch
+    import torch  # heavy, optional
 
     root = prepare_tiny_imagenet(settings_data_dir, download_ok=download_ok)
     pairs = val_annotations(root)
@@ -355,8 +356,8 @@ def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, down
 
 
 def _folder(path: Path, n: int, image_size: int, requested: str, seed: int) -> EvalData:
-    import torch
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    import torch  # heavy, optional
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # heavy, optional
 
     try:
         classes, class_to_idx = find_classes(str(path))
@@ -392,8 +393,6 @@ def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
             (data_dir / "tiny-imagenet-200.zip").is_file()
         reason = None
         if not present:
-            from .model import reachable
-
             reason = ("offline mode (--densebench-offline)" if offline else reachable(TINY_IMAGENET_URL))
         if reason is None:
             try:

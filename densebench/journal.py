@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest_benchmark
+
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
@@ -100,8 +102,6 @@ def read(path: Path) -> dict[str, Any]:
 
 def to_pytest_benchmark(path: Path, content: dict[str, Any] | None = None) -> dict[str, Any]:
     """A pytest-benchmark JSON document from a journal (``content``: what ``read`` gave, if read already)."""
-    import pytest_benchmark
-
     content = read(path) if content is None else content
     header = content["header"]
     dense = dict(header.get("densebench") or {})

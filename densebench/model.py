@@ -8,6 +8,7 @@ weights when cached or downloadable, else random, and the reason is recorded.
 
 from __future__ import annotations
 
+import pickle
 import re
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -55,13 +56,13 @@ def upgrade_state_dict_keys(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _imagenet_weights() -> Any:
-    from torchvision.models import DenseNet121_Weights
+    from torchvision.models import DenseNet121_Weights  # heavy, optional
 
     return DenseNet121_Weights.IMAGENET1K_V1
 
 
 def imagenet_cache_path() -> Path:
-    import torch
+    import torch  # heavy, optional
 
     url = _imagenet_weights().url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
@@ -79,9 +80,7 @@ def reachable(url: str, timeout: float = 5.0) -> str | None:
 
 def load_state_dict_file(path: Path) -> dict[str, Any]:
     """Load a DenseNet-121 state dict safely (``weights_only=True``)."""
-    import pickle
-
-    import torch
+    import torch  # heavy, optional
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -103,8 +102,8 @@ def load_state_dict_file(path: Path) -> dict[str, Any]:
 
 
 def _random_model(seed: int) -> Any:
-    import torch
-    from torchvision.models import densenet121
+    import torch  # heavy, optional
+    from torchvision.models import densenet121  # heavy, optional
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -113,7 +112,7 @@ def _random_model(seed: int) -> Any:
 
 def build_model(weights: str, seed: int = 0, offline: bool = False) -> tuple[Any, WeightsInfo]:
     """Return (FP32 CPU DenseNet-121 in eval mode, what weights it carries and why)."""
-    from torchvision.models import densenet121
+    from torchvision.models import densenet121  # heavy, optional
 
     if weights == "random":
         return _random_model(seed).eval(), WeightsInfo("random", "random", seed=seed)

@@ -54,7 +54,7 @@ def usable_cpus() -> list[int]:
 
 
 def cuda_count() -> int:
-    import torch
+    import torch  # heavy, optional
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
@@ -85,7 +85,7 @@ def assign(device: str, workers: int, index: int) -> Assignment:
 def pin(assignment: Assignment) -> None:
     """Apply a CPU assignment to this process (GPU assignments are applied through the settings)."""
     if assignment.cpus is not None and hasattr(os, "sched_setaffinity"):
-        import torch
+        import torch  # heavy, optional
 
         os.sched_setaffinity(0, assignment.cpus)
         torch.set_num_threads(len(assignment.cpus))
@@ -143,7 +143,7 @@ _OPTIMIZATION = re.compile(r"\[(?P<optimization>[^\]]+)-bs\d+\]$")
 
 def by_optimization_scheduler(config: Any, log: Any) -> Any:
     """xdist's load-scope scheduling with the optimization as the scope (other tests: their module)."""
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling  # optional: the xdist extra
 
     class ByOptimization(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

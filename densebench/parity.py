@@ -37,7 +37,7 @@ def predict(runner: Any, images: Any, batch_size: int) -> Any:
     The last chunk is padded (with the first images) to the full batch size, so runners
     specialised to one shape (TorchScript traces, engines, CUDA graphs) see only that shape.
     """
-    import torch
+    import torch  # heavy, optional
 
     out = []
     n = len(images)
@@ -60,7 +60,7 @@ def _topk_accuracy(logits: Any, labels: Any, k: int) -> float:
 def compare(reference: Any, logits: Any, labels: Any | None, thresholds: Thresholds,
             label_note: str | None = None) -> dict[str, Any]:
     """Parity record for ``extra_info['parity']``; ``passed`` says whether all thresholds hold."""
-    import torch
+    import torch  # heavy, optional
 
     if reference.shape != logits.shape:
         raise ValueError(f"logits shape {tuple(logits.shape)} differs from the baseline's {tuple(reference.shape)}")

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .roles import Activation, Measurer, explicitly_used, flag_value, ini_value
+from . import parallel
+from .roles import Activation, explicitly_used, flag_value, ini_value
 from .settings import OPTIONS, OPTIONS_BY_KEY, raw_value
 
 if TYPE_CHECKING:
     from .measure import Measurement
     from .optimizations import Runner
+    from .roles.base import Measurer
 
 ACTIVATION_KEY: pytest.StashKey[Activation] = pytest.StashKey()
 
@@ -40,8 +42,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` means one worker per GPU when benchmarking on CUDA (densebench options given)."""
     if not explicitly_used(config):
         return None
-    from . import parallel
-
     # Before Settings exist (xdist asks for its worker count early): the raw device option.
     device = raw_value(OPTIONS_BY_KEY["device"], lambda o: flag_value(config, o.key),
                        lambda o: ini_value(config, o.key)) or "auto"

@@ -59,8 +59,8 @@ def top_events(prof: Any, rounds: int, limit: int = 10) -> dict[str, list[dict[s
 
 def profile_rounds(step: Any, device: Any, output: Path, run: str, name: str, rounds: int = 3) -> dict[str, Any]:
     """Profile ``rounds`` extra calls of ``step`` (after one profiler warm-up call)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+    import torch  # heavy, optional
+    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler  # heavy, optional
 
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -102,7 +102,7 @@ class Scalars:
         self.writers: dict[str, Any] = {}
 
     def write(self, info: dict[str, Any]) -> Path:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # heavy, optional
 
         opt = info["optimization"]
         if opt not in self.writers:

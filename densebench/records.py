@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from . import timing
+
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_PATH = Path("docs") / "schema" / "densebench-results.schema.json"  # relative to the repository root
 
@@ -525,8 +527,6 @@ class BenchmarkRecord(Record):
         ``extra``); ``crosscheck``: what ``timing.*_crosscheck`` returned, without the ratios, which are
         computed here against the benchmark's median and fastest round. Nothing given is modified.
         """
-        from . import timing  # standard library only at import time
-
         rounds = list(round_times_s)
         median_s = statistics.median(rounds) if rounds else None
         latency = timing.latency_ms(rounds) if rounds else None

@@ -18,6 +18,7 @@ from typing import Any
 from . import summary
 from .errors import ReportError
 from .records import UNTIMED_STATUSES, Status
+from .telemetry import peak_memory_mb
 
 
 @dataclass(frozen=True, eq=False)  # one instance per loaded file: identity is the run
@@ -71,8 +72,6 @@ def _energy(info: dict[str, Any]) -> float | None:
 
 
 def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> list[Record]:
-    from .telemetry import peak_memory_mb
-
     benches = [b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("optimization")]
     if not benches:
         raise ReportError(f"{path}: has no densebench benchmarks (no extra_info.optimization)")
@@ -222,7 +221,7 @@ def _label_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def plots(records: list[Record], out: Path) -> dict[str, Path]:
-    import matplotlib
+    import matplotlib  # optional: the report extra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -450,8 +449,6 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
 
 def table_lines(path: Path) -> list[str]:
     """A plain-text table of every benchmark in one result file, then what was not measured and why."""
-    from .telemetry import peak_memory_mb
-
     doc = load(Path(path))
     head = (f"{'optimization':32s} {'bs':>4s} {'precision':9s} {'img/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
             f"{'peak MB':>8s} {'mJ/img':>7s} {'GPU %':>5s} {'W':>5s} {'xcheck':>6s} parity")

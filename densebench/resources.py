@@ -12,9 +12,11 @@ import hashlib
 from functools import cached_property
 from typing import Any
 
+from . import data as data_mod
 from . import parity as parity_mod
 from . import telemetry
 from .errors import BuildFailed, DataError, InputError, OutOfMemory, Unavailable, WeightsError
+from .model import build_model
 from .optimizations import BuildContext, Runner, build_runner
 from .settings import Settings
 
@@ -67,8 +69,6 @@ class Resources:
 
     @cached_property
     def model_and_weights(self) -> tuple[Any, Any]:
-        from .model import build_model
-
         return build_model(self.settings.weights, self.settings.seed, self.settings.offline)
 
     @property
@@ -81,11 +81,9 @@ class Resources:
 
     @cached_property
     def data(self) -> Any:
-        from . import data
-
         s = self.settings
         n = max(s.eval_samples + s.calibration_samples, max(s.batch_sizes, default=1))
-        return data.load(s.dataset, s.data_dir, n, s.image_size, s.seed, s.offline)
+        return data_mod.load(s.dataset, s.data_dir, n, s.image_size, s.seed, s.offline)
 
     @cached_property
     def eval_set(self) -> tuple[Any, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +216,6 @@ def _unwritable(path: Path) -> str | None:
 
     Tries a temporary file in the nearest existing ancestor: permission bits alone say
     nothing for root, and some file systems refuse writes whatever the bits say."""
-    import tempfile
-
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent

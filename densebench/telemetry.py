@@ -17,6 +17,7 @@ inside sampling calls as a percentage of the timed window.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import os
 import platform
@@ -26,6 +27,8 @@ import time
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 NO_DRIVER = "no NVIDIA driver"
 
@@ -56,7 +59,7 @@ class Nvml:
         with cls._lock:
             if cls._state is None:
                 try:
-                    import pynvml
+                    import pynvml  # optional at run time: NVML may be absent
 
                     pynvml.nvmlInit()
                     cls._state = (pynvml, None)
@@ -73,7 +76,7 @@ class Nvml:
             return None, None, reason
         if getattr(device, "type", "cpu") != "cuda":
             return nvml, None, "the benchmark ran on the CPU"
-        import torch
+        import torch  # heavy, optional
 
         props = torch.cuda.get_device_properties(device)
         uuid = str(getattr(props, "uuid", "") or "")
@@ -213,16 +216,12 @@ class Monitor:
             self._probe = _GpuProbe(nvml, handle)
         else:
             self.gpu_reason = reason
-        import psutil
-
         self._proc = psutil.Process()
 
     # -- lifecycle
     def __enter__(self) -> Monitor:
-        import psutil
-
         if self.device.type == "cuda":
-            import torch
+            import torch  # heavy, optional
 
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -240,8 +239,6 @@ class Monitor:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import psutil
-
         self.elapsed_s = time.perf_counter() - self._t0
         self._stop.set()
         if self._thread is not None:
@@ -254,7 +251,7 @@ class Monitor:
         self.rss_after = self._proc.memory_info().rss
         self.rss_hwm = peak_rss_bytes() if self._hwm else None
         if self.device.type == "cuda":
-            import torch
+            import torch  # heavy, optional
 
             self.cuda_peak_alloc = torch.cuda.max_memory_allocated(self.device)
             self.cuda_peak_reserved = torch.cuda.max_memory_reserved(self.device)
@@ -359,7 +356,7 @@ class Monitor:
         return out
 
     def _cpu(self, images: int | None) -> dict[str, Any]:
-        import torch
+        import torch  # heavy, optional
 
         logical = os.cpu_count() or 1
         affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -393,17 +390,13 @@ class Monitor:
 
 def memory_now(device: Any) -> dict[str, Any]:
     """Process RSS (after returning freed heap to the OS) and CUDA allocation right now."""
-    import ctypes
-
-    import psutil
-
     try:  # glibc keeps freed memory mapped; give it back so RSS shows what is really held
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
     out: dict[str, Any] = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
     if getattr(device, "type", None) == "cuda":
-        import torch
+        import torch  # heavy, optional
 
         out["cuda_allocated_mb"] = torch.cuda.memory_allocated(device) / 2**20
         out["cuda_reserved_mb"] = torch.cuda.memory_reserved(device) / 2**20
@@ -436,7 +429,7 @@ def library_versions() -> dict[str, str | None]:
 
 def gpu_inventory() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(one record per visible CUDA GPU, driver-level info); empty with a reason on CPU-only machines."""
-    import torch
+    import torch  # heavy, optional
 
     driver: dict[str, Any] = {"cuda_runtime": torch.version.cuda,
                               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
@@ -475,8 +468,7 @@ def _text(value: Any) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    import psutil
-    import torch
+    import torch  # heavy, optional
 
     gpus, driver = gpu_inventory()
     return {

@@ -19,7 +19,7 @@ from typing import Any
 def synchronizer(device: Any) -> Callable[[], None]:
     """A function that blocks until all work queued on ``device`` is done."""
     if getattr(device, "type", device) == "cuda":
-        import torch
+        import torch  # heavy, optional
 
         def sync() -> None:
             torch.cuda.synchronize(device)
@@ -46,7 +46,7 @@ class Step:
     def __call__(self) -> Any:
         self.calls += 1
         if self._cuda:
-            import torch
+            import torch  # heavy, optional
 
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -99,7 +99,7 @@ def cpu_crosscheck(step: Callable[[], Any], threads: int, expected_s: float) -> 
     Runs for about five times the benchmark's median round (0.5 s to 3 s), so slow
     configurations still get several runs.
     """
-    import torch.utils.benchmark as tbench
+    import torch.utils.benchmark as tbench  # heavy, optional
 
     min_run_time = min(3.0, max(0.5, 5 * expected_s))
     timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=threads,

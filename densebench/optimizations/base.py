@@ -17,15 +17,18 @@ import copy
 import dataclasses
 import hashlib
 import importlib.util
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import SettingsError, StackError, Unavailable
 
 if TYPE_CHECKING:
-    import torch
+    import torch  # heavy, optional
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,7 @@ def weight_dtype(name: str, dtype: str) -> Callable[[Plan], Plan]:
 
 def host_numpy_io() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """(prepare, to_logits) for runtimes fed host NumPy arrays: ONNX Runtime and OpenVINO on the CPU."""
-    import numpy as np
-    import torch
+    import torch  # heavy, optional
 
     def prepare(batch: Any) -> Any:
         return np.ascontiguousarray(batch.float().cpu().numpy())
@@ -251,7 +253,7 @@ class BuildContext:
 
     def cache_key(self, example: Any, extra: str = "") -> str:
         """Key for a cached calibrated artefact: weights, input shape, torch version, calibration images."""
-        import torch
+        import torch  # heavy, optional
 
         digest = hashlib.sha256()
         for part in (self.model_digest, str(tuple(example.shape)), torch.__version__, extra,
@@ -301,7 +303,7 @@ def precision_of(plan: Plan, device_type: str) -> str:
 
 
 def autocast_dtype(device_type: str) -> torch.dtype:
-    import torch
+    import torch  # heavy, optional
 
     return torch.float16 if device_type == "cuda" else torch.bfloat16
 
@@ -355,7 +357,7 @@ def _released(_: Any) -> Any:
 @contextlib.contextmanager
 def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
     """Set TF32 and cuDNN flags (restored afterwards) and enter inference mode."""
-    import torch
+    import torch  # heavy, optional
 
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
@@ -371,7 +373,7 @@ def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
 
 
 def torch_memory_format(plan: Plan) -> Any:
-    import torch
+    import torch  # heavy, optional
 
     return torch.channels_last if plan.memory_format == "channels_last" else torch.contiguous_format
 
@@ -390,9 +392,7 @@ def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runn
     ``example`` is a CPU float32 NCHW batch used to trace/compile. Raises ``Unavailable``
     when something the plan needs is missing here.
     """
-    import time
-
-    import torch
+    import torch  # heavy, optional
 
     plan = plan_for(name)
     reason = unavailable_reason(plan, ctx.device.type)
@@ -426,7 +426,7 @@ def build_runner(name: str, model: Any, example: Any, ctx: BuildContext) -> Runn
 
 def _autocast(module: Any, device_type: str, dtype: Any) -> Callable[[Any], Any]:
     """Module call under autocast: per-op FP16 (CUDA) or BF16 (CPU) from FP32 weights."""
-    import torch
+    import torch  # heavy, optional
 
     def forward(x: Any) -> Any:
         with torch.autocast(device_type, dtype=dtype):

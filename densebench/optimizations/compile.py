@@ -16,7 +16,7 @@ from .base import Backed, BuildContext, Plan, register_backend_technique
 
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
-    import torch
+    import torch  # heavy, optional
 
     requested = plan.option("compile_mode") or ("reduce-overhead" if plan.cudagraphs else None)
     mode = requested

@@ -23,7 +23,7 @@ class Graphed:
         self.graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
 
     def capture(self, x: Any) -> tuple[Any, Any, Any]:
-        import torch
+        import torch  # heavy, optional
 
         static_in = x.clone(memory_format=self.memory_format)
         side = torch.cuda.Stream(device=self.device)

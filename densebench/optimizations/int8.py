@@ -14,6 +14,8 @@ On CUDA there is no INT8 convolution path in PyTorch itself: use ``tensorrt_int8
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -30,9 +32,9 @@ REQUIRES = Requirements(devices=frozenset({"cpu"}),
 
 def quantize(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     """(quantized GraphModule, whether it came from the cache)."""
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+    import torch  # heavy, optional
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # heavy, optional
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # heavy, optional
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
@@ -62,7 +64,7 @@ def quantize(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
 
 def mixed_bf16(inner: Any) -> Any:
     """The quantized program under BF16 autocast (int8-mixed-bf16), as a module to export."""
-    import torch
+    import torch  # heavy, optional
 
     class MixedBF16(torch.nn.Module):
         def __init__(self) -> None:
@@ -86,11 +88,8 @@ class AOTPackages:
         self.from_cache: dict[int, bool] = {}
 
     def load(self, x: Any) -> Any:
-        import tempfile
-        from pathlib import Path
-
-        import torch
-        import torch._inductor.config as inductor_config
+        import torch  # heavy, optional
+        import torch._inductor.config as inductor_config  # heavy, optional
 
         cache = self.ctx.cache("int8") or Path(tempfile.mkdtemp(prefix="densebench-int8-"))
         shape = tuple(x.shape)

@@ -20,7 +20,7 @@ class _PerShape:
         self.graphs: dict[tuple[int, ...], Any] = {}
 
     def trace(self, x: Any) -> Any:
-        import torch
+        import torch  # heavy, optional
 
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript deprecation notices
@@ -40,7 +40,7 @@ def release_torchscript_state(runner: _PerShape) -> None:
     """TorchScript keeps every traced module type (with its frozen weights as constants) in global
     registries for the life of the process: about one model's worth of memory per trace. Clear them
     when the runner is released, so a long run does not grow with every batch size."""
-    import torch
+    import torch  # heavy, optional
 
     runner.graphs.clear()
     clear_registry = getattr(torch._C, "_jit_clear_class_registry", None)

@@ -31,7 +31,7 @@ def export_onnx(module: Any, example: Any, ctx: BuildContext) -> tuple[str, bool
     import tempfile
     from pathlib import Path
 
-    import torch
+    import torch  # heavy, optional
 
     cache = ctx.cache("onnx") or Path(tempfile.mkdtemp(prefix="densebench-onnx-"))
     size = example.shape[-1]
@@ -51,8 +51,8 @@ def export_onnx(module: Any, example: Any, ctx: BuildContext) -> tuple[str, bool
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     import numpy as np
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # heavy, optional
+    import torch  # heavy, optional
 
     module = getattr(forward, "module", forward)
     providers = ort.get_available_providers()

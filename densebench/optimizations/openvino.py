@@ -35,8 +35,8 @@ _PRECISIONS = {"bf16": "bf16", "f32": "fp32", "f16": "fp16", "i8": "int8"}
 
 def convert(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     """(ov.Model with a dynamic batch dimension, whether it came from the IR cache)."""
-    import openvino as ov
-    import torch
+    import openvino as ov  # heavy, optional
+    import torch  # heavy, optional
 
     cache = ctx.cache("openvino")
     size = example.shape[-1]
@@ -53,7 +53,7 @@ def convert(module: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
 
 def quantize(model: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
     import nncf
-    import openvino as ov
+    import openvino as ov  # heavy, optional
 
     cache = ctx.cache("openvino")
     key = ctx.cache_key(example[:1], extra="nncf")
@@ -68,8 +68,8 @@ def quantize(model: Any, example: Any, ctx: BuildContext) -> tuple[Any, bool]:
 
 
 def _build(forward: Any, example: Any, plan: Plan, ctx: BuildContext, int8: bool) -> Backed:
-    import openvino as ov
-    import torch
+    import openvino as ov  # heavy, optional
+    import torch  # heavy, optional
 
     module = getattr(forward, "module", forward)
     model, converted_cached = convert(module, example, ctx)

@@ -35,8 +35,8 @@ def compile_settings(example: Any, ctx: BuildContext, int8: bool = False) -> dic
     Releases with explicit typing take precisions from the (quantized) graph; older ones need
     them listed, INT8 included for a ModelOpt-quantized module.
     """
-    import torch
-    import torch_tensorrt
+    import torch  # heavy, optional
+    import torch_tensorrt  # heavy, optional
 
     fields = {f.name for f in dataclasses.fields(torch_tensorrt.dynamo.CompilationSettings)}
     wanted: dict[str, Any] = {"min_block_size": 1, "cache_built_engines": True, "reuse_cached_engines": True}
@@ -57,8 +57,8 @@ class _PerShape:
         self.settings: dict[str, Any] = {}
 
     def build(self, x: Any) -> Any:
-        import torch
-        import torch_tensorrt
+        import torch  # heavy, optional
+        import torch_tensorrt  # heavy, optional
 
         with torch.inference_mode(False), torch.no_grad(), self.export_context():
             x = x.clone()  # a normal tensor: export cannot trace inference tensors
@@ -74,7 +74,7 @@ class _PerShape:
 
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
-    import torch_tensorrt
+    import torch_tensorrt  # heavy, optional
 
     runner = _PerShape(forward, ctx)
     runner(example)
@@ -84,10 +84,10 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
 
 
 def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
-    import modelopt.torch.quantization as mtq
-    import torch
-    import torch_tensorrt
-    from modelopt.torch.quantization.utils import export_torch_mode
+    import modelopt.torch.quantization as mtq  # heavy, optional
+    import torch  # heavy, optional
+    import torch_tensorrt  # heavy, optional
+    from modelopt.torch.quantization.utils import export_torch_mode  # heavy, optional
 
     module = getattr(forward, "module", forward)
     batches = ctx.calibration_batches(len(example))

@@ -20,18 +20,21 @@ the role(s) and registers them, the way pytest-xdist registers its DSession.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .. import parallel
 from ..errors import SettingsError
 from ..settings import OPTIONS, Settings
-from .base import Measurer, Role
-from .controller import XdistController
-from .isolating import IsolatingParent
-from .local import LocalRun
-from .worker import XdistWorker, is_densebench_item
+
+if TYPE_CHECKING:
+    from .base import Measurer, Role
+    from .worker import XdistWorker
+
+# The role modules (and through them the measurement core, records, telemetry) are imported in
+# Activation.activate(), not here: this module is loaded by every pytest run in an environment
+# where densebench is installed, and a run that does not use densebench must not pay for them.
 
 
 def flag_value(config: pytest.Config, key: str) -> str | None:
@@ -109,6 +112,10 @@ class Activation:
         """Validate the settings and register this process's role (once)."""
         if self.role is not None:
             return self.role
+        from .controller import XdistController  # only now that densebench is in use, see above
+        from .isolating import IsolatingParent
+        from .local import LocalRun
+
         config = self.config
         settings = settings_from_config(config)
         workers = xdist_workers(config)
@@ -129,6 +136,10 @@ class Activation:
         return role
 
     def _worker_roles(self, settings: Settings) -> Measurer:
+        from .isolating import IsolatingParent
+        from .local import LocalRun
+        from .worker import XdistWorker
+
         name = self.config.workerinput["workerid"]
         index = int(name[2:]) if name[2:].isdigit() else 0
         count = int(self.config.workerinput.get("workercount", parallel.worker_count()))
@@ -142,6 +153,8 @@ class Activation:
 
     def measurer(self) -> Measurer:
         """The role that runs densebench's tests here (activating densebench if needed)."""
+        from .base import Measurer  # only now that densebench is in use, see above
+
         role = self.activate()
         if not isinstance(role, Measurer):
             raise pytest.UsageError("densebench: this process does not run tests (xdist controller)")
@@ -152,10 +165,11 @@ class Activation:
         """A worker finished with densebench results although the controller was never activated
         (no densebench option given; the worker found the benchmarks at collection)."""
         if self.role is None and getattr(node, "workeroutput", {}).get("densebench"):
+            from .controller import XdistController  # only now that densebench is in use, see above
+
             role = self.activate()
             if isinstance(role, XdistController):
                 role.pytest_testnodedown(node, None)
 
 
-__all__ = ["Activation", "IsolatingParent", "LocalRun", "Measurer", "Role", "XdistController", "XdistWorker",
-           "explicitly_used", "is_densebench_item", "settings_from_config"]
+__all__ = ["Activation", "explicitly_used", "flag_value", "ini_value", "settings_from_config"]

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from .. import __version__, profiling, summary, telemetry
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
-from .. import profiling, summary
 from ..records import TIMED_STATUSES, Outcome, RunRecord
 from ..settings import Settings
 
@@ -131,9 +131,7 @@ class Role:
         self.close()
 
     def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict[str, Any]) -> None:
-        from ..telemetry import machine_info as densebench_machine_info
-
-        machine_info.update(densebench_machine_info())
+        machine_info.update(telemetry.machine_info())
 
     def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
         self.finish()
@@ -146,8 +144,6 @@ class Role:
 
     def run_record(self) -> RunRecord:
         """The top-level ``densebench`` object of the saved JSON, typed."""
-        from .. import __version__
-
         outcomes = [o.to_json() for o in self.outcomes]
         info: dict[str, Any] = {"version": __version__, "run": self.run_name, "settings": self.settings.as_dict(),
                                 "outcomes": outcomes}

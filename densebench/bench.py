@@ -25,6 +25,7 @@ from . import journal as journal_mod
 from . import parity as parity_mod
 from . import profiling, summary, telemetry, timing
 from .optimizations import BuildContext, Runner, Unavailable, build_runner, flags
+from .progress import Progress
 from .settings import Settings
 
 
@@ -114,6 +115,7 @@ class DenseBench:
             path = Path(settings.journal) if settings.journal != "auto" else settings.output / "journals" / name
             self.journal = journal_mod.Journal(path, header=self.journal_header)
         self.scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
+        self.progress = Progress.off()  # progress.py: the plugin sets the run's once it has collected
 
     # ------------------------------------------------------------ session resources (lazy)
 
@@ -203,6 +205,7 @@ class DenseBench:
         from .data import DataError
         from .model import WeightsError
 
+        self.progress.waiting("loading the model, data and baseline")
         try:
             _ = self.device, self.model, self.data, self.baseline_logits
         except (DataError, WeightsError) as exc:
@@ -234,6 +237,7 @@ class DenseBench:
         """
         if self._runner is None or self._runner[0] != name:
             self.release_runner()
+            self.progress.stage(name, batch_size, "building")
             try:
                 built: Runner | BaseException = build_runner(
                     name, self.model, self.data.batch(batch_size), self.context())
@@ -256,6 +260,7 @@ class DenseBench:
     def note(self, optimization: str, batch_size: int | None, status: str, reason: str | None = None,
              **summary: Any) -> None:
         outcome = Outcome(optimization, batch_size, status, reason, summary)
+        self.progress.finished(optimization, batch_size, status, reason)
         self.outcomes.append(outcome)
         if self.journal is not None:
             self.journal.write({"type": "outcome", "outcome": outcome.as_dict()})
@@ -301,6 +306,7 @@ class DenseBench:
         with runner.activated():
             oom = None
             try:
+                self.progress.stage(runner.name, batch_size, "warming up")
                 x = runner.prepare(self.data.batch(batch_size))
                 sync()
                 start = time.perf_counter()
@@ -308,6 +314,7 @@ class DenseBench:
                     runner(x)
                 sync()
                 warmup_s = time.perf_counter() - start
+                self.progress.stage(runner.name, batch_size, "parity")
                 logits = parity_mod.predict(runner, images, batch_size)
             except Exception as exc:
                 if not is_oom(exc):
@@ -328,6 +335,7 @@ class DenseBench:
             gc_was_enabled = gc.isenabled()
             gc.collect()
             gc.disable()
+            self.progress.stage(runner.name, batch_size, "timing")
             try:
                 with monitor:
                     benchmark(step)
@@ -347,12 +355,14 @@ class DenseBench:
             crosscheck = None
             stats = getattr(benchmark, "stats", None)
             if s.crosscheck and stats is not None:
+                self.progress.stage(runner.name, batch_size, "cross-checking")
                 if device.type == "cuda":
                     crosscheck = timing.cuda_crosscheck(step)
                 else:
                     crosscheck = timing.cpu_crosscheck(step, torch.get_num_threads(), stats.stats.median)
             profile = None
             if s.profile:  # extra rounds after timing, never inside the timed ones
+                self.progress.stage(runner.name, batch_size, "profiling")
                 profile = profiling.profile_rounds(step, device, s.output, self.run_name,
                                                    f"{runner.name}-bs{batch_size}", s.profile_rounds)
         info = self._extra_info(benchmark, runner, batch_size, warmup_s, first_use, parity, monitor,
@@ -435,6 +445,7 @@ class DenseBench:
     def close(self) -> None:
         """End of the session: release the last runner, flush TensorBoard writers, close the journal."""
         self.finish()
+        self.progress.close()
         if self.scalars is not None:
             self.scalars.close()
         if self.journal is not None:

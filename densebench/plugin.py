@@ -176,6 +176,16 @@ def _adopt(config: pytest.Config, dense: Any, benchmarks: list[Any]) -> None:
         dense.journal_benchmark_data(bench.data)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Progress lines (progress.py) for the benchmarks collected in this process."""
+    dense = session.config.stash.get(SESSION_KEY, None)
+    if dense is not None:
+        from .progress import Progress
+
+        total = sum("optimized" in getattr(item, "fixturenames", ()) for item in session.items)
+        dense.progress = Progress(session.config, total)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
@@ -268,8 +278,10 @@ def _isolated(request: pytest.FixtureRequest, dense: Any, optimization: str, bat
     child = dense.children.get(optimization)
     if child is None:
         where = dense.settings.output / "isolated" / dense.run_name
-        child = dense.children[optimization] = isolate.run_child(config, dense.settings, request.node.path,
-                                                                 optimization, where)
+        dense.progress.stage(optimization, batch_size, "starting child process")
+        child = dense.children[optimization] = isolate.run_child(
+            config, dense.settings, request.node.path, optimization, where,
+            on_progress=dense.progress.child_line, on_poll=dense.progress.tick)
         dense.merge_outcomes(list(child.outcomes.values()))
     benchmark._mode = "isolated: measured in a child process"  # pytest-benchmark: the fixture was used
     bench = child.benchmarks.get(batch_size)

@@ -4,8 +4,8 @@ A run measures ``total`` configurations (optimization x batch size); building on
 minute in silence (compilation, an isolated child starting). ``Progress`` says, at every stage
 change::
 
-    densebench: [1/4 done] channels_last bs1: building (in child process) | 35 s | run 1 min 02 s | ETA 1 min 40 s
-    densebench: [2/4 done] channels_last bs1: result: measured in 41 s | run 1 min 08 s | ETA 1 min 08 s
+    densebench: [1/4 done] channels_last bs1: building (in child process) | 15 s | run 1 min 02 s | ETA 2 min 06 s
+    densebench: [2/4 done] channels_last bs1: result: measured in 41 s | run 1 min 28 s | ETA 1 min 28 s
 
 ``[done/total]`` counts configurations with a result; then the configuration and its stage, the
 time spent on this configuration, the time since the run started, and the estimated time for the

@@ -16,14 +16,19 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import journal
 from .profiling import safe_name
+from .progress import PREFIX
 from .records import Status
 from .settings import OPTIONS, Settings, value_text
+
+POLL_S = 0.5  # while a child runs: how often its log is read for progress lines
 
 # pytest-benchmark options a child must share with its parent (timing rules).
 _BENCHMARK_OPTIONS = ("min_rounds", "max_time", "min_time", "timer", "calibration_precision", "disable_gc",
@@ -72,8 +77,16 @@ def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
     return env
 
 
-def run_child(config: Any, settings: Settings, test_path: Path, optimization: str, out_dir: Path) -> ChildRun:
-    """Benchmark one optimization at every batch size in a child pytest process."""
+def run_child(config: Any, settings: Settings, test_path: Path, optimization: str, out_dir: Path,
+              on_progress: Callable[[str], None] | None = None,
+              on_poll: Callable[[], None] | None = None) -> ChildRun:
+    """Benchmark one optimization at every batch size in a child pytest process.
+
+    While waiting (at most ``settings.timeout`` seconds in all), every ``POLL_S`` the child's log is
+    read: each new progress line it wrote (``densebench: [..] opt bsN: ...``, see progress.py) goes
+    to ``on_progress``, then ``on_poll`` is called (to redraw elapsed times). An exception from
+    either is reported once as a warning and stops the calls; the child runs on.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = safe_name(optimization)
     journal_path = out_dir / f"journal-{safe}.jsonl"
@@ -93,14 +106,16 @@ def run_child(config: Any, settings: Settings, test_path: Path, optimization: st
     with open(log, "w") as log_file:
         proc = subprocess.Popen(cmd, cwd=config.rootpath, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+        follow = _Follower(log, on_progress, on_poll)
         try:
-            proc.wait(timeout=settings.timeout)
+            _wait(proc, settings.timeout, follow.poll)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill(proc)
         except BaseException:  # Ctrl-C or anything else: never leave the child behind
             _kill(proc)
             raise
+    follow.poll()  # the lines written last (the final results)
     run = ChildRun(optimization, proc.returncode, timed_out, time.perf_counter() - start, log)
     if journal_path.is_file():
         content = journal.read(journal_path)
@@ -111,6 +126,55 @@ def run_child(config: Any, settings: Settings, test_path: Path, optimization: st
                 run.outcomes[int(outcome["batch_size"])] = outcome
         run.run_info = content["header"].get("densebench") or {}
     return run
+
+
+def _wait(proc: subprocess.Popen, timeout: float, poll: Callable[[], None]) -> None:
+    """``proc.wait(timeout)`` that calls ``poll`` every ``POLL_S`` meanwhile; raises TimeoutExpired."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        try:
+            proc.wait(timeout=min(POLL_S, left))
+            return
+        except subprocess.TimeoutExpired:
+            poll()
+
+
+class _Follower:
+    """Reads the lines a child appends to its log and passes the progress lines on."""
+
+    def __init__(self, log: Path, on_line: Callable[[str], None] | None, on_poll: Callable[[], None] | None):
+        self.log, self.on_line, self.on_poll = log, on_line, on_poll
+        self.offset = 0
+        self.partial = b""
+
+    def poll(self) -> None:
+        if self.on_line is None and self.on_poll is None:
+            return
+        try:
+            if self.on_line is not None:
+                for line in self._new_lines():
+                    if line.startswith(PREFIX):
+                        self.on_line(line)
+            if self.on_poll is not None:
+                self.on_poll()
+        except Exception as exc:  # the display must not cost the measurement
+            self.on_line = self.on_poll = None
+            warnings.warn(f"densebench: progress display of an isolated child stopped: "
+                          f"{type(exc).__name__}: {exc}", stacklevel=2)
+
+    def _new_lines(self) -> list[str]:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        return [ln.decode("utf-8", "replace").rstrip("\r") for ln in lines]
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ class Context:
     run_name: str
     scalars: Any = None  # profiling.Scalars when --densebench-tensorboard
     worker: dict[str, Any] | None = None  # this xdist worker's pinning
+    stage: Callable[[str, int, str], None] = lambda optimization, batch_size, what: None  # progress
 
     @property
     def settings(self) -> Settings:
@@ -114,6 +116,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
     sync = timing.synchronizer(device)
     oom = None
     try:
+        ctx.stage(runner.name, batch_size, "warming up")
         x = runner.prepare(res.data.batch(batch_size))
         sync()
         start = time.perf_counter()
@@ -121,6 +124,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
             runner(x)
         sync()
         warmup_s = time.perf_counter() - start
+        ctx.stage(runner.name, batch_size, "parity")
         logits = parity_mod.predict(runner, images, batch_size)
     except Exception as exc:
         if not is_oom(exc):
@@ -135,10 +139,14 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
         label_note = "weights are not ImageNet weights: accuracy is not meaningful"
     parity = parity_mod.compare(reference, logits, labels, res.thresholds, label_note)
     step = timing.make_step(runner, x, device)
+    ctx.stage(runner.name, batch_size, "timing")
     monitor, recompiles = _time(ctx, benchmark, step, where)
+    if s.crosscheck:
+        ctx.stage(runner.name, batch_size, "cross-checking")
     crosscheck = _crosscheck(ctx, benchmark, step)
     profile = None
     if s.profile:  # extra rounds after timing, never inside the timed ones
+        ctx.stage(runner.name, batch_size, "profiling")
         profile = profiling.profile_rounds(step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
                                            s.profile_rounds)
     return _Timed(warmup_s, parity, monitor, recompiles, step.calls, crosscheck, profile)

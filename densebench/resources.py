@@ -167,6 +167,11 @@ class Runners:
         self.memory_trace: list[dict[str, Any]] = []
         self._reported_build = False  # the current runner's build time went into a record already
 
+    @property
+    def current(self) -> str | None:
+        """The optimization built (or whose build failed) now, if any."""
+        return self._current[0] if self._current is not None else None
+
     def get(self, name: str, batch_size: int) -> Runner:
         """The built runner for ``name``; raises ``Unavailable`` (skip), ``OutOfMemory`` or ``BuildFailed``."""
         if self._current is None or self._current[0] != name:

@@ -18,6 +18,7 @@ import pytest
 from .. import __version__, profiling, summary, telemetry
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
+from ..progress import Progress
 from ..records import TIMED_STATUSES, Outcome, RunRecord
 from ..settings import Settings
 
@@ -36,6 +37,7 @@ class Role:
         self._worker = worker
         self._header_shown = False
         self._attached = False
+        self.progress = Progress.off()  # the run's, once collection says how many configurations there are
         self.journal: journal_mod.Journal | None = None
         if settings.journal != "off":
             name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
@@ -75,15 +77,19 @@ class Role:
         return [self.header_line()]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Activated during collection (a densebench benchmark was found): the header comes now."""
+        """The header, if densebench was activated during collection; progress for what was collected."""
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if not self._header_shown and reporter is not None:
             self._header_shown = True
             reporter.write_line(self.header_line())
+        total = sum("optimized" in getattr(item, "fixturenames", ()) for item in session.items)
+        self.progress.close()
+        self.progress = Progress(session.config, total)
 
     # ------------------------------------------------------------ outcomes and journal
 
     def note(self, outcome: Outcome) -> None:
+        self.progress.finished(outcome.optimization, outcome.batch_size, outcome.status, outcome.reason)
         self.outcomes.append(outcome)
         if self.journal is not None:
             self.journal.write({"type": "outcome", "outcome": outcome.to_json()})
@@ -121,6 +127,7 @@ class Role:
     def close(self) -> None:
         """End of the session: close the journal as complete."""
         self.finish()
+        self.progress.close()
         if self.journal is not None:
             self.journal.close(complete=True)
         if self._set_inductor_cache:

@@ -32,19 +32,21 @@ class IsolatingParent(Measurer):
     def optimized(self, optimization: str, batch_size: int) -> None:
         return None  # built in a child process, see measure
 
-    def _child(self, request: pytest.FixtureRequest, optimization: str) -> isolate.ChildRun:
+    def _child(self, request: pytest.FixtureRequest, optimization: str, batch_size: int) -> isolate.ChildRun:
         child = self.children.get(optimization)
         if child is None:
             where = self.settings.output / "isolated" / self.run_name
-            child = self.children[optimization] = isolate.run_child(self.config, self.settings, request.node.path,
-                                                                    optimization, where)
+            self.progress.stage(optimization, batch_size, "starting child process")
+            child = self.children[optimization] = isolate.run_child(
+                self.config, self.settings, request.node.path, optimization, where,
+                on_progress=self.progress.child_line, on_poll=self.progress.tick)
             self.merge_outcomes(list(child.outcomes.values()))
         return child
 
     def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
                 batch_size: int) -> Measurement:
         """What the child measured at ``batch_size``; its skip or failure; or how it died."""
-        child = self._child(request, optimization)
+        child = self._child(request, optimization, batch_size)
         pb.mark_used(benchmark, "isolated: measured in a child process")
         bench = child.benchmarks.get(batch_size)
         if bench is not None:

@@ -28,11 +28,15 @@ class LocalRun(Measurer):
         self.runners = Runners(self.resources)
         self.pinning = pinning
         scalars = profiling.Scalars(settings.output, self.run_name) if settings.tensorboard else None
-        self.context = Context(self.resources, self.run_name, scalars, pinning)
+        self.context = Context(self.resources, self.run_name, scalars, pinning, stage=self._stage)
+
+    def _stage(self, optimization: str, batch_size: int, what: str) -> None:
+        self.progress.stage(optimization, batch_size, what)
 
     def session_fixture(self) -> LocalRun:
         """Loads weights, data and the baseline now. Unusable weights or data end the whole run at
         once (exit status 4, like a usage error): every benchmark would fail the same way."""
+        self.progress.waiting("loading the model, data and baseline")
         try:
             self.resources.prepare()
         except InputError as exc:
@@ -41,6 +45,8 @@ class LocalRun(Measurer):
 
     def optimized(self, optimization: str, batch_size: int) -> Any:
         """The built Runner; skipped with the reason when it cannot run here, failed when it cannot build."""
+        if self.runners.current != optimization:
+            self.progress.stage(optimization, batch_size, "building")
         try:
             return self.runners.get(optimization, batch_size)
         except Unavailable as exc:

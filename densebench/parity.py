@@ -57,9 +57,50 @@ def _topk_accuracy(logits: Any, labels: Any, k: int) -> float:
     return float((top == labels.view(-1, 1)).any(dim=1).float().mean())
 
 
+def _logit_error(reference: Any, logits: Any, finite: bool) -> float:
+    """||logits - baseline|| / ||baseline - mean over images||; inf when the logits are not all finite,
+    or when the baseline has no signal (all images alike) but the logits still differ from it."""
+    signal = (reference - reference.mean(dim=0, keepdim=True)).norm()
+    error = (logits - reference).norm()
+    logit_error = float(error / signal) if float(signal) > 0 else (0.0 if float(error) == 0 else math.inf)
+    if not finite:
+        logit_error = math.inf
+    return logit_error
+
+
+def _failures(finite: bool, top1_tie_aware: float, flips: int, near_ties: int, top5: float, logit_error: float,
+              thresholds: Thresholds) -> list[str]:
+    """One sentence per threshold that does not hold; empty when parity passed."""
+    failures = []
+    if not finite:
+        failures.append("logits contain NaN or Inf")
+    if top1_tie_aware < thresholds.top1:
+        failures.append(f"top-1 agreement {top1_tie_aware:.3f} < {thresholds.top1} "
+                        f"({flips} flips, {near_ties} of them near-ties)")
+    if top5 < thresholds.top5:
+        failures.append(f"top-5 agreement {top5:.3f} < {thresholds.top5}")
+    if not math.isfinite(logit_error) or logit_error > thresholds.logit_error:
+        failures.append(f"logit error {logit_error:.3g} > {thresholds.logit_error}")
+    return failures
+
+
+def _accuracy(reference: Any, logits: Any, labels: Any | None, label_note: str | None) -> dict[str, Any]:
+    """ImageNet top-1/top-5 accuracy of both, or ``accuracy: None`` and why when there are no labels."""
+    if labels is None:
+        return {"accuracy": None, "accuracy_reason": label_note or "the dataset has no ImageNet-1k labels"}
+    return {"accuracy": {
+        "top1": _topk_accuracy(logits, labels, 1), "top5": _topk_accuracy(logits, labels, 5),
+        "baseline_top1": _topk_accuracy(reference, labels, 1),
+        "baseline_top5": _topk_accuracy(reference, labels, 5),
+    }}
+
+
 def compare(reference: Any, logits: Any, labels: Any | None, thresholds: Thresholds,
             label_note: str | None = None) -> dict[str, Any]:
-    """Parity record for ``extra_info['parity']``; ``passed`` says whether all thresholds hold."""
+    """Parity record for ``extra_info['parity']``; ``passed`` says whether all thresholds hold.
+
+    ``reference`` and ``logits`` are (images, classes) float tensors: the baseline's and the candidate's.
+    """
     import torch  # heavy, optional
 
     if reference.shape != logits.shape:
@@ -75,11 +116,7 @@ def compare(reference: Any, logits: Any, labels: Any | None, thresholds: Thresho
     near_tie = flipped & (gap <= thresholds.tie_band * span)
     top1_tie_aware = 1.0 - float((flipped & ~near_tie).float().mean())
     top5 = _topk_accuracy(logits, ref_top1, min(5, logits.shape[1]))
-    signal = (reference - reference.mean(dim=0, keepdim=True)).norm()
-    error = (logits - reference).norm()
-    logit_error = float(error / signal) if float(signal) > 0 else (0.0 if float(error) == 0 else math.inf)
-    if not finite:
-        logit_error = math.inf
+    logit_error = _logit_error(reference, logits, finite)
     diff = (logits - reference).abs()
     record: dict[str, Any] = {
         "reference": "baseline",
@@ -96,25 +133,9 @@ def compare(reference: Any, logits: Any, labels: Any | None, thresholds: Thresho
         "thresholds": {"top1_agreement_tie_aware": thresholds.top1, "top5_agreement": thresholds.top5,
                        "logit_error": thresholds.logit_error, "tie_band": thresholds.tie_band},
     }
-    failures = []
-    if not finite:
-        failures.append("logits contain NaN or Inf")
-    if top1_tie_aware < thresholds.top1:
-        failures.append(f"top-1 agreement {top1_tie_aware:.3f} < {thresholds.top1} "
-                        f"({int(flipped.sum())} flips, {int(near_tie.sum())} of them near-ties)")
-    if top5 < thresholds.top5:
-        failures.append(f"top-5 agreement {top5:.3f} < {thresholds.top5}")
-    if not math.isfinite(logit_error) or logit_error > thresholds.logit_error:
-        failures.append(f"logit error {logit_error:.3g} > {thresholds.logit_error}")
+    failures = _failures(finite, top1_tie_aware, record["top1_flips"], record["top1_flips_near_tie"], top5,
+                         logit_error, thresholds)
     record["passed"] = not failures
     record["failures"] = failures
-    if labels is not None:
-        record["accuracy"] = {
-            "top1": _topk_accuracy(logits, labels, 1), "top5": _topk_accuracy(logits, labels, 5),
-            "baseline_top1": _topk_accuracy(reference, labels, 1),
-            "baseline_top5": _topk_accuracy(reference, labels, 5),
-        }
-    else:
-        record["accuracy"] = None
-        record["accuracy_reason"] = label_note or "the dataset has no ImageNet-1k labels"
+    record.update(_accuracy(reference, logits, labels, label_note))
     return record

@@ -143,7 +143,89 @@ def _shared_process_memory(dense: dict[str, Any]) -> str | None:
             "`--densebench-isolate` (the default of `densebench run`) measures each in its own process.")
 
 
+def _batch_insights(rows: list[summary.Row], prefix: str) -> list[str]:
+    """Per batch size: the fastest optimization that passed parity, and those slower than baseline."""
+    lines: list[str] = []
+    for (_, bs), group in summary.by_batch(rows).items():
+        top = summary.best(group)
+        if top is None:
+            lines.append(f"{prefix}at batch {bs} no optimization passed parity.")
+            continue
+        sp = summary.speedup(top, group)
+        text = f"{prefix}fastest at batch {bs}: **{top.optimization}**, {top.throughput:.1f} img/s"
+        text += f" ({sp:.2f}x baseline)" if sp else ""
+        text += f", p99 {top.p99_ms:.1f} ms." if top.p99_ms is not None else "."
+        lines.append(text)
+        slower = [(r.optimization, r.throughput / b.throughput) for r in group
+                  for b in group if b.optimization == "baseline" and r.throughput < b.throughput
+                  and r.optimization != "baseline"]
+        if slower:
+            lines.append(f"{prefix}slower than baseline at batch {bs}: "
+                         + ", ".join(f"{o} ({x:.2f}x)" for o, x in sorted(slower, key=lambda t: t[1])) + ".")
+    return lines
+
+
+def _memory_insights(recs: list[Record], prefix: str) -> list[str]:
+    """Most img/s per GB of peak memory among parity passes, and the shared-process RSS caveat."""
+    per_mb = [r for r in recs if r.parity_passed and r.peak_memory_mb]
+    if not per_mb:
+        return []
+    eff = max(per_mb, key=lambda r: r.throughput / r.peak_memory_mb)
+    lines = [f"{prefix}most throughput per GB of peak memory: **{eff.optimization}** at batch "
+             f"{eff.batch_size} ({1024 * eff.throughput / eff.peak_memory_mb:.1f} img/s per GB, "
+             f"{eff.peak_memory_mb:.0f} MB peak)."]
+    shared = _shared_process_memory(recs[0].run.densebench)
+    if shared:
+        lines.append(prefix + shared)
+    return lines
+
+
+def _energy_insights(recs: list[Record], prefix: str) -> list[str]:
+    """Least energy per image (mJ/img) among parity passes; nothing when energy was not measured."""
+    energy = [r for r in recs if r.parity_passed and r.energy_per_image_j is not None]
+    if not energy:
+        return []
+    low = min(energy, key=lambda r: r.energy_per_image_j)
+    return [f"{prefix}least energy per image: **{low.optimization}** at batch {low.batch_size} "
+            f"({1000 * low.energy_per_image_j:.2f} mJ/img)."]
+
+
+def _latency_insights(recs: list[Record], rows: list[summary.Row], prefix: str,
+                      latency_budget_ms: float | None) -> list[str]:
+    """Best configuration under the p99 budget (given, else the run's settings); lowest p99 without one."""
+    budget = latency_budget_ms or recs[0].run.densebench.get("settings", {}).get("latency_budget_ms")
+    if budget:
+        fit = summary.best_under_budget(rows, float(budget))
+        if fit:
+            return [f"{prefix}best under a {float(budget):g} ms p99 budget: **{fit.optimization}** at "
+                    f"batch {fit.batch_size}, {fit.throughput:.1f} img/s (p99 {fit.p99_ms:.1f} ms)."]
+        return [f"{prefix}nothing measured fits a {float(budget):g} ms p99 budget."]
+    timed = [r for r in rows if r.parity_passed and r.p99_ms is not None]
+    if not timed:
+        return []
+    quick = min(timed, key=lambda r: r.p99_ms)
+    return [f"{prefix}lowest p99 latency: **{quick.optimization}** at batch {quick.batch_size} "
+            f"({quick.p99_ms:.1f} ms, {quick.throughput:.1f} img/s); pass --latency-budget-ms "
+            "for the best configuration under a budget."]
+
+
+def _exclusion_insights(recs: list[Record], prefix: str) -> list[str]:
+    """What is not in the rankings: parity failures, then skipped/failed/oom/crashed/timeout outcomes."""
+    lines: list[str] = []
+    failed = sorted({(r.optimization, r.batch_size) for r in recs if not r.parity_passed})
+    if failed:
+        lines.append(f"{prefix}parity failed (excluded from rankings): "
+                     + ", ".join(f"{o}@{b}" for o, b in failed) + ".")
+    outcomes = recs[0].run.densebench.get("outcomes", [])
+    other = {(o["optimization"], o["status"], o.get("reason")) for o in outcomes
+             if o["status"] in UNTIMED_STATUSES}  # parity failures: listed above, from the records
+    for opt, status, reason in sorted(other, key=lambda t: (t[1], t[0])):
+        lines.append(f"{prefix}{status}: {opt} — {reason}")
+    return lines
+
+
 def insights(records: list[Record], latency_budget_ms: float | None) -> list[str]:
+    """Findings sentences, per run label (prefixed with it when several runs are merged)."""
     lines: list[str] = []
     by_label: dict[str, list[Record]] = defaultdict(list)
     for r in records:
@@ -151,60 +233,11 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
     for label, recs in by_label.items():
         prefix = f"{label}: " if len(by_label) > 1 else ""
         rows = [r.row() for r in recs]
-        for (_, bs), group in summary.by_batch(rows).items():
-            top = summary.best(group)
-            if top is None:
-                lines.append(f"{prefix}at batch {bs} no optimization passed parity.")
-                continue
-            sp = summary.speedup(top, group)
-            text = f"{prefix}fastest at batch {bs}: **{top.optimization}**, {top.throughput:.1f} img/s"
-            text += f" ({sp:.2f}x baseline)" if sp else ""
-            text += f", p99 {top.p99_ms:.1f} ms." if top.p99_ms is not None else "."
-            lines.append(text)
-            slower = [(r.optimization, r.throughput / b.throughput) for r in group
-                      for b in group if b.optimization == "baseline" and r.throughput < b.throughput
-                      and r.optimization != "baseline"]
-            if slower:
-                lines.append(f"{prefix}slower than baseline at batch {bs}: "
-                             + ", ".join(f"{o} ({x:.2f}x)" for o, x in sorted(slower, key=lambda t: t[1])) + ".")
-        per_mb = [r for r in recs if r.parity_passed and r.peak_memory_mb]
-        if per_mb:
-            eff = max(per_mb, key=lambda r: r.throughput / r.peak_memory_mb)
-            lines.append(f"{prefix}most throughput per GB of peak memory: **{eff.optimization}** at batch "
-                         f"{eff.batch_size} ({1024 * eff.throughput / eff.peak_memory_mb:.1f} img/s per GB, "
-                         f"{eff.peak_memory_mb:.0f} MB peak).")
-            shared = _shared_process_memory(recs[0].run.densebench)
-            if shared:
-                lines.append(prefix + shared)
-        energy = [r for r in recs if r.parity_passed and r.energy_per_image_j is not None]
-        if energy:
-            low = min(energy, key=lambda r: r.energy_per_image_j)
-            lines.append(f"{prefix}least energy per image: **{low.optimization}** at batch {low.batch_size} "
-                         f"({1000 * low.energy_per_image_j:.2f} mJ/img).")
-        budget = latency_budget_ms or recs[0].run.densebench.get("settings", {}).get("latency_budget_ms")
-        if budget:
-            fit = summary.best_under_budget(rows, float(budget))
-            if fit:
-                lines.append(f"{prefix}best under a {float(budget):g} ms p99 budget: **{fit.optimization}** at "
-                             f"batch {fit.batch_size}, {fit.throughput:.1f} img/s (p99 {fit.p99_ms:.1f} ms).")
-            else:
-                lines.append(f"{prefix}nothing measured fits a {float(budget):g} ms p99 budget.")
-        else:
-            timed = [r for r in rows if r.parity_passed and r.p99_ms is not None]
-            if timed:
-                quick = min(timed, key=lambda r: r.p99_ms)
-                lines.append(f"{prefix}lowest p99 latency: **{quick.optimization}** at batch {quick.batch_size} "
-                             f"({quick.p99_ms:.1f} ms, {quick.throughput:.1f} img/s); pass --latency-budget-ms "
-                             "for the best configuration under a budget.")
-        failed = sorted({(r.optimization, r.batch_size) for r in recs if not r.parity_passed})
-        if failed:
-            lines.append(f"{prefix}parity failed (excluded from rankings): "
-                         + ", ".join(f"{o}@{b}" for o, b in failed) + ".")
-        outcomes = recs[0].run.densebench.get("outcomes", [])
-        other = {(o["optimization"], o["status"], o.get("reason")) for o in outcomes
-                 if o["status"] in UNTIMED_STATUSES}  # parity failures: listed above, from the records
-        for opt, status, reason in sorted(other, key=lambda t: (t[1], t[0])):
-            lines.append(f"{prefix}{status}: {opt} — {reason}")
+        lines += _batch_insights(rows, prefix)
+        lines += _memory_insights(recs, prefix)
+        lines += _energy_insights(recs, prefix)
+        lines += _latency_insights(recs, rows, prefix, latency_budget_ms)
+        lines += _exclusion_insights(recs, prefix)
     return lines
 
 
@@ -220,54 +253,69 @@ def _label_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
-def plots(records: list[Record], out: Path) -> dict[str, Path]:
-    import matplotlib  # optional: the report extra
+def _per_opt(recs: list[Record]) -> dict[str, list[Record]]:
+    """Records grouped by optimization, each group in ascending batch size."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in sorted(recs, key=lambda r: r.batch_size):
+        groups[r.optimization].append(r)
+    return groups
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
 
-    labels = list(dict.fromkeys(r.run.label for r in records))
-    made: dict[str, Path] = {}
-    # One colour and marker per optimization, the same in every plot.
-    palette = plt.get_cmap("tab20").colors
-    opts_all = list(dict.fromkeys(r.optimization for r in records))
-    color = {o: palette[i % len(palette)] for i, o in enumerate(opts_all)}
-    marker = {o: "os^Dvp*hX<>"[i % 11] for i, o in enumerate(opts_all)}
+@dataclass
+class _Figures:
+    """What every plot shares: pyplot, one panel per run label, one colour and marker per
+    optimization (the same in every plot), and the PNGs written so far into ``out``."""
 
-    def grid(title: str) -> tuple[Any, list[Any]]:
-        fig, axes = plt.subplots(1, len(labels), figsize=(7 * len(labels), 5), squeeze=False)
+    plt: Any
+    records: list[Record]
+    out: Path
+    labels: list[str] = field(init=False)
+    color: dict[str, Any] = field(init=False)
+    marker: dict[str, str] = field(init=False)
+    made: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = list(dict.fromkeys(r.run.label for r in self.records))
+        palette = self.plt.get_cmap("tab20").colors
+        opts_all = list(dict.fromkeys(r.optimization for r in self.records))
+        self.color = {o: palette[i % len(palette)] for i, o in enumerate(opts_all)}
+        self.marker = {o: "os^Dvp*hX<>"[i % 11] for i, o in enumerate(opts_all)}
+
+    def grid(self, title: str) -> tuple[Any, list[Any]]:
+        """A figure with one 7x5-inch panel per run label, side by side."""
+        fig, axes = self.plt.subplots(1, len(self.labels), figsize=(7 * len(self.labels), 5), squeeze=False)
         fig.suptitle(title)
         return fig, list(axes[0])
 
-    def save(fig: Any, name: str) -> None:
+    def save(self, fig: Any, name: str) -> None:
+        """Write ``out/<name>.png`` (110 dpi) and close the figure."""
         fig.tight_layout()
-        path = out / f"{name}.png"
+        path = self.out / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        made[name] = path
+        self.plt.close(fig)
+        self.made[name] = path
 
-    def per_opt(recs: list[Record]) -> dict[str, list[Record]]:
-        groups: dict[str, list[Record]] = defaultdict(list)
-        for r in sorted(recs, key=lambda r: r.batch_size):
-            groups[r.optimization].append(r)
-        return groups
 
-    fig, axes = grid("Throughput vs batch size (higher is better)")
-    for ax, label in zip(axes, labels, strict=True):
-        for opt, recs in per_opt([r for r in records if r.run.label == label]).items():
+def _plot_throughput(f: _Figures, records: list[Record]) -> None:
+    """images/s vs batch size (log2 axis, measured sizes as ticks); dotted where parity failed."""
+    fig, axes = f.grid("Throughput vs batch size (higher is better)")
+    for ax, label in zip(axes, f.labels, strict=True):
+        for opt, recs in _per_opt([r for r in records if r.run.label == label]).items():
             style = "-" if all(r.parity_passed for r in recs) else ":"
-            ax.plot([r.batch_size for r in recs], [r.throughput for r in recs], style, marker=marker[opt],
-                    color=color[opt], label=opt)
+            ax.plot([r.batch_size for r in recs], [r.throughput for r in recs], style, marker=f.marker[opt],
+                    color=f.color[opt], label=opt)
         ax.set_xscale("log", base=2)
         sizes = sorted({r.batch_size for r in records if r.run.label == label})
         ax.set_xticks(sizes, [str(b) for b in sizes])  # the measured batch sizes, not powers of two
         ax.minorticks_off()
         _label_axes(ax, label, "batch size", "images / s")
-    save(fig, "throughput")
+    f.save(fig, "throughput")
 
-    fig, axes = grid("Latency per batch: p50 (bar) and p99 (tick)")
-    for ax, label in zip(axes, labels, strict=True):
+
+def _plot_latency(f: _Figures, records: list[Record]) -> None:
+    """ms per batch (log axis): p50 as a bar per optimization and batch size, p99 as a black tick."""
+    fig, axes = f.grid("Latency per batch: p50 (bar) and p99 (tick)")
+    for ax, label in zip(axes, f.labels, strict=True):
         recs = [r for r in records if r.run.label == label and r.p50_ms is not None]
         opts = list(dict.fromkeys(r.optimization for r in recs))
         sizes = sorted({r.batch_size for r in recs})
@@ -288,10 +336,16 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
         ax.set_ylabel("ms per batch (log)")
         ax.set_title(label)
         ax.legend(fontsize=7)
-    save(fig, "latency")
+    f.save(fig, "latency")
 
-    fig, axes = grid("Speedup over baseline (same device, same batch size)")
-    for ax, label in zip(axes, labels, strict=True):
+
+def _plot_speedup(f: _Figures, records: list[Record]) -> None:
+    """Heatmap of throughput / baseline throughput, optimization x batch size, per run label
+    ("—" where either was not measured); colours centred on 1.0x."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    fig, axes = f.grid("Speedup over baseline (same device, same batch size)")
+    for ax, label in zip(axes, f.labels, strict=True):
         recs = [r for r in records if r.run.label == label]
         opts = list(dict.fromkeys(r.optimization for r in recs))
         sizes = sorted({r.batch_size for r in recs})
@@ -311,32 +365,51 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
         ax.set_yticklabels(opts, fontsize=8)
         ax.set_title(label + ("" if base else " (no baseline measured)"))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    save(fig, "speedup")
+    f.save(fig, "speedup")
 
-    fig, axes = grid("Peak memory vs throughput (up and left is better)")
-    for ax, label in zip(axes, labels, strict=True):
+
+def _plot_memory_tradeoff(f: _Figures, records: list[Record]) -> None:
+    """images/s vs peak memory in MB (device allocation on GPU, process RSS on CPU), points labelled by batch."""
+    fig, axes = f.grid("Peak memory vs throughput (up and left is better)")
+    for ax, label in zip(axes, f.labels, strict=True):
         recs = [r for r in records if r.run.label == label and r.peak_memory_mb]
-        for opt, group in per_opt(recs).items():
+        for opt, group in _per_opt(recs).items():
             ax.scatter([r.peak_memory_mb for r in group], [r.throughput for r in group], label=opt,
-                       color=color[opt], marker=marker[opt])
+                       color=f.color[opt], marker=f.marker[opt])
             for r in group:
                 ax.annotate(f"bs{r.batch_size}", (r.peak_memory_mb, r.throughput), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
         _label_axes(ax, label, "peak memory, MB (device on GPU, process RSS on CPU)", "images / s")
-    save(fig, "memory_tradeoff")
+    f.save(fig, "memory_tradeoff")
 
+
+def _plot_energy(f: _Figures, records: list[Record]) -> None:
+    """mJ per image, one horizontal bar per optimization@batch; no figure when no energy was measured."""
     energy = [r for r in records if r.energy_per_image_j is not None]
-    if energy:
-        fig, axes = grid("Energy per image (lower is better)")
-        for ax, label in zip(axes, labels, strict=True):
-            recs = [r for r in energy if r.run.label == label]
-            names = [f"{r.optimization}@{r.batch_size}" for r in recs]
-            ax.barh(names, [1000 * r.energy_per_image_j for r in recs])
-            ax.set_xlabel("mJ per image")
-            ax.set_title(label)
-            ax.tick_params(axis="y", labelsize=7)
-        save(fig, "energy")
-    return made
+    if not energy:
+        return
+    fig, axes = f.grid("Energy per image (lower is better)")
+    for ax, label in zip(axes, f.labels, strict=True):
+        recs = [r for r in energy if r.run.label == label]
+        names = [f"{r.optimization}@{r.batch_size}" for r in recs]
+        ax.barh(names, [1000 * r.energy_per_image_j for r in recs])
+        ax.set_xlabel("mJ per image")
+        ax.set_title(label)
+        ax.tick_params(axis="y", labelsize=7)
+    f.save(fig, "energy")
+
+
+def plots(records: list[Record], out: Path) -> dict[str, Path]:
+    """Write the PNG plots into ``out``; return their paths by name (``energy`` only when measured)."""
+    import matplotlib  # optional: the report extra
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = _Figures(plt, records, out)
+    for plot in (_plot_throughput, _plot_latency, _plot_speedup, _plot_memory_tradeoff, _plot_energy):
+        plot(figures, records)
+    return figures.made
 
 
 # ---------------------------------------------------------------- documents

@@ -74,3 +74,19 @@ def test_unpinned_parallel_run_keeps_benchmarks_off(pytester_sub: pytest.Pyteste
     result.assert_outcomes(passed=1)
     assert run.json is None, "pytest-benchmark stays disabled: nothing is saved"
     result.stdout.fnmatch_lines([f"*benchmarks are off in this parallel run: -n {n} workers but*usable CPU core*"])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs 2 usable CPU cores for 2 pinned workers")
+def test_pinned_workers_with_isolation_measure_everything_once(run_suite) -> None:
+    """``-n 2 --densebench-isolate``: each worker's children are plain runs (not xdist workers), so
+    every configuration is measured once, in a child, and lands in the one JSON."""
+    pytest.importorskip("xdist")
+    run = run_suite("-n", "2", "--densebench-isolate=true", "--densebench-optimizations=baseline,channels_last",
+                    "--densebench-batch-sizes=1,2")
+    run.result.assert_outcomes(passed=4)
+    assert sorted(run.benchmarks) == ["baseline-bs1", "baseline-bs2", "channels_last-bs1", "channels_last-bs2"]
+    statuses = sorted((o["optimization"], o["batch_size"], o["status"]) for o in run.json["densebench"]["outcomes"])
+    assert statuses == [(o, b, "measured") for o in ("baseline", "channels_last") for b in (1, 2)]
+    for bench in run.benchmarks.values():
+        assert bench["stats"]["rounds"] >= 2

@@ -212,7 +212,9 @@ def choose_mode(config: Any, reporter: Any, env: Mapping[str, str] = os.environ)
         return "plain"
     if env.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         return "plain"
-    if env.get("TERM", "") == "dumb" or config.getoption("capture", "fd") == "no":
+    # The live line needs the reporter's writer (pytest's own ``_tw``, there since pytest 5).
+    writer = hasattr(getattr(reporter, "_tw", None), "width_of_current_line")
+    if env.get("TERM", "") == "dumb" or config.getoption("capture", "fd") == "no" or not writer:
         return "plain"
     return "live" if bool(getattr(reporter, "isatty", False)) else "plain"
 
@@ -351,11 +353,15 @@ class Progress:
     def _line(self, text: str) -> None:
         """A plain line of its own, after whatever pytest has on its current line."""
         tr = self._reporter
+        tw = getattr(tr, "_tw", None)  # pytest's writer; public write_line when a release lacks it
         with self._uncaptured():
             tr.ensure_newline()
-            if tr._tw.width_of_current_line > 0:  # -q: dots without a file name
-                tr._tw.line()
-            tr._tw.line(text)
+            if tw is not None and getattr(tw, "width_of_current_line", 0) > 0:  # -q: dots without a file name
+                tw.line()
+            if tw is not None:
+                tw.line(text)
+            else:
+                tr.write_line(text)
             tr.flush()
         self._last_write = self.tracker.clock()
         self._wrote = True

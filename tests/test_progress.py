@@ -115,7 +115,10 @@ def _config(verbose: int = 0, capture: str = "fd", **extra: object) -> SimpleNam
     (_config(workerinput={}), True, {}, "off"),  # an xdist worker
 ])
 def test_choose_mode(config: SimpleNamespace, tty: bool, env: dict[str, str], mode: str) -> None:
-    assert choose_mode(config, SimpleNamespace(isatty=tty), env) == mode
+    writer = SimpleNamespace(width_of_current_line=0)
+    assert choose_mode(config, SimpleNamespace(isatty=tty, _tw=writer), env) == mode
+    if mode == "live":  # a reporter without pytest's writer gets plain lines, never a broken live line
+        assert choose_mode(config, SimpleNamespace(isatty=tty), env) == "plain"
 
 
 class FakeWriter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -48,6 +49,28 @@ class SuiteRun:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+# How many times ``pace_s`` a hang guard allows: about 5 minutes where a pace is 0.3 s (this
+# 2-core machine, quiet), proportionally more under load. A tiny suite run (a fresh interpreter,
+# torch, one build, a few rounds) takes 10-60 paces; a guard only ends a run that hangs.
+HANG_GUARD = 1000
+
+
+def pace_s() -> float:
+    """Seconds this machine takes right now to build a random DenseNet-121 and run one 32 px round.
+
+    Measured in this process just before it is used, so a loaded machine yields a longer pace. Hang
+    guards on subprocesses are ``HANG_GUARD`` paces, never a constant a loaded machine can outrun.
+    """
+    import torch
+
+    from densebench.model import build_model
+
+    start = time.perf_counter()
+    model = build_model("random", seed=0)[0]
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 32, 32))
+    return time.perf_counter() - start
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from densebench.cli import main
-from tests.conftest import FAST, REPO, make_tiny_zip
+from tests.conftest import FAST, HANG_GUARD, REPO, make_tiny_zip, pace_s
 
 
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,7 +52,7 @@ def test_run_uses_the_packaged_suite_outside_a_checkout(tmp_path: Path) -> None:
     fast = [a for a in FAST if a not in ("-p", "densebench.plugin")]
     proc = subprocess.run([sys.executable, "-m", "densebench.cli", "run", "-o", str(out), *fast,
                            "--densebench-optimizations=baseline", "--densebench-batch-sizes=1"],
-                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD * pace_s(),
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     saved = json.loads((out / "results.json").read_text())

@@ -278,7 +278,11 @@ def prepare_tiny_imagenet(data_dir: Path, *, download_ok: bool, md5: str = TINY_
             raise DataError(f"Tiny ImageNet-200 is not in {data_dir} (no {TINY_IMAGENET_DIR}/ and no "
                             "tiny-imagenet-200.zip) and downloading is off")
         download(url, archive, md5)
-    got = md5_of(archive)
+    try:
+        got = md5_of(archive)
+    except OSError as exc:  # unreadable (permissions, I/O error): say which file and what to do
+        raise DataError(f"{archive} is not a readable file ({exc.strerror or exc}); fix its permissions or "
+                        "delete it and download it again") from None
     if got != md5:
         raise DataError(f"{archive} has MD5 {got}, expected {md5}: the file is corrupt, truncated or not "
                         "the official archive; delete it and download it again")

@@ -141,6 +141,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
     step = timing.make_step(runner, x, device)
     ctx.stage(runner.name, batch_size, "timing")
     monitor, recompiles = _time(ctx, benchmark, step, where)
+    calls_in_window = step.calls  # before the cross-check and profile rounds, which run outside the window
     if s.crosscheck:
         ctx.stage(runner.name, batch_size, "cross-checking")
     crosscheck = _crosscheck(ctx, benchmark, step)
@@ -149,7 +150,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
         ctx.stage(runner.name, batch_size, "profiling")
         profile = profiling.profile_rounds(step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
                                            s.profile_rounds)
-    return _Timed(warmup_s, parity, monitor, recompiles, step.calls, crosscheck, profile)
+    return _Timed(warmup_s, parity, monitor, recompiles, calls_in_window, crosscheck, profile)
 
 
 def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int]:

@@ -249,10 +249,6 @@ class Progress:
             self._registered = True
 
     @classmethod
-    def for_config(cls, config: Any, total: int) -> Progress:
-        return cls(config, total)
-
-    @classmethod
     def off(cls) -> Progress:
         """A Progress that shows nothing (before the plugin knows what will run)."""
         return cls(None, 0, mode="off")

@@ -87,10 +87,6 @@ class Activation:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._session_started = True
 
-    @property
-    def active(self) -> bool:
-        return self.role is not None
-
     def activate_at_collection(self) -> Role | None:
         """Activate for a densebench benchmark found at collection. A configuration error is kept
         and raised once collection is over (:meth:`pytest_collection_modifyitems`): raised here it

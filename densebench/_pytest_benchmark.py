@@ -9,6 +9,8 @@ nowhere else in the package:
 - benchmarks measured in another process (an xdist worker, an isolated child) added to its list;
 - its final JSON written atomically (``save_json`` replaced: a crash mid-write must not leave
   half a file where the previous good one was);
+- its autosave (``storage.save``) made non-fatal: a storage it cannot write (``./.benchmarks`` in a
+  directory the user cannot write) becomes a warning, after the JSON and journal are safe;
 - an xdist worker kept from saving or comparing (the controller does both, once);
 - benchmarks kept on for densebench's own pinned xdist tests only, while pytest-benchmark's
   rule ("off under xdist") stays in force for every other test;
@@ -37,7 +39,7 @@ CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
 
 # Attributes of pytest_benchmark.session.BenchmarkSession this module reads or writes.
 SESSION_ATTRIBUTES = ("benchmarks", "json", "save", "autosave", "compare", "compare_fail", "compared_mapping",
-                      "disabled", "skip", "logger", "save_json", "get_machine_info")
+                      "disabled", "skip", "logger", "save_json", "get_machine_info", "storage")
 # Attributes of pytest_benchmark.fixture.BenchmarkFixture this module writes.
 FIXTURE_ATTRIBUTES = ("_mode",)
 
@@ -75,6 +77,36 @@ def write_json_atomically(config: pytest.Config, write_text: Callable[[Path, str
         bs.logger.info(f"Wrote benchmark data in: {path}", purple=True)
 
     bs.save_json = save_json  # type: ignore[method-assign]
+
+
+def tolerate_storage_failure(config: pytest.Config) -> None:
+    """Make a failing ``--benchmark-autosave``/``--benchmark-save`` a warning instead of a traceback.
+
+    pytest-benchmark saves to its storage (``./.benchmarks`` by default) at session finish, after the
+    ``--benchmark-json`` file, but before any other plugin's ``pytest_sessionfinish``: an ``OSError``
+    there (a working directory the user cannot write, a full disk) would end the run with exit status 1
+    and leave densebench's journal unfinished although every result is already saved elsewhere.
+    """
+    bs = session(config)
+    storage = getattr(bs, "storage", None)
+    if storage is None or not hasattr(storage, "save"):
+        return
+    save = storage.save
+
+    def save_or_warn(output_json: dict[str, Any], name: str) -> None:
+        try:
+            save(output_json, name)
+        except OSError as exc:
+            # Written to the terminal, not through warnings: -W error must not turn it back into a failure.
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            message = (f"WARNING densebench: pytest-benchmark could not autosave into its storage {storage} "
+                       f"({exc.strerror or exc}); the results are in the --benchmark-json file and the densebench "
+                       "journal. Point --benchmark-storage=file://DIR at a writable directory to keep a baseline "
+                       "for --benchmark-compare.")
+            if reporter is not None:
+                reporter.write_line(message, yellow=True)
+
+    storage.save = save_or_warn
 
 
 def benchmarks_wanted(config: pytest.Config) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,24 @@ def _default_isolation(extra: list[str]) -> bool:
     return not any(a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
 
 
+def _storage_args(output: Path, extra: list[str]) -> list[str]:
+    """pytest-benchmark's autosave storage: ./.benchmarks as usual, or <output>/.benchmarks when the
+    working directory cannot be written (a container's root-owned WORKDIR). An explicit
+    --benchmark-storage wins."""
+    if any(a.startswith("--benchmark-storage") for a in extra) or os.access(Path.cwd(), os.W_OK | os.X_OK):
+        return []
+    storage = (output / ".benchmarks").resolve()
+    print(f"densebench run: {Path.cwd()} is not writable; autosave goes to {storage}", flush=True)
+    return [f"--benchmark-storage=file://{storage}"]
+
+
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     suite, rootdir = suite_path()
     pytest_args = [str(suite), f"--rootdir={rootdir}", "-p", "densebench.plugin", "-p", "no:cacheprovider",
                    f"--densebench-output={output}", f"--benchmark-json={output / 'results.json'}",
-                   "--benchmark-autosave", "-rs",
+                   "--benchmark-autosave", *_storage_args(output, extra), "-rs",
                    # the CLI imported densebench before pytest could rewrite its asserts; nothing to rewrite
                    "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
     print("densebench run: pytest " + " ".join(pytest_args), flush=True)

@@ -62,6 +62,7 @@ class Role:
             return
         self._attached = True
         pb.write_json_atomically(self.config, journal_mod.atomic_write_text)
+        pb.tolerate_storage_failure(self.config)
         if self._worker is None and self.settings.journal == "auto" and self.journal is not None:
             recovered = journal_mod.recover_unfinished(self.journal.path.parent, skip=self.journal.path)
             self.recovered = [str(p) for p in recovered]

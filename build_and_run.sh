@@ -12,7 +12,9 @@ image_size=""
 venv="$repo/.venv"
 workers=""
 docker_mode=auto
-extras="onnxruntime,openvino,int8,report,xdist"
+extras_cpu="onnxruntime,openvino,int8,report,xdist"
+# GPU backends: onnxruntime-gpu (CUDA provider), torch-tensorrt, nvidia-modelopt (see pyproject.toml)
+extras_gpu="gpu,report,xdist"
 pytest_extra=()
 
 usage() {
@@ -30,13 +32,16 @@ output directory, with traces, caches and the results journal beside it.
   --image-size N           input size in pixels (default: 224)
   --workers N|auto         pytest-xdist workers, each pinned to its own GPU (auto: one per GPU) or to
                            its own slice of CPU cores; results still land in one JSON (default: 1)
-  --docker MODE            auto (default): run in the Docker image when a Docker engine and an NVIDIA GPU
-                           are present (and --gpu-enabled is not false), else in a local venv;
-                           true: require Docker; false: always the local virtual environment
+  --docker MODE            auto (default): run in the Docker image when a Docker engine, an NVIDIA GPU and
+                           the NVIDIA Container Toolkit are present (and --gpu-enabled is not false), else
+                           in a local venv; true: require Docker; false: always the local virtual environment
   --venv DIR               virtual environment to create or reuse (default: ./.venv)
   -h, --help               this help
 
-Everything after -- goes to pytest (e.g. -- --benchmark-max-time=2).
+Everything after -- goes to pytest (e.g. -- --benchmark-max-time=2). pytest-benchmark's autosave
+storage is OUTPUT/.benchmarks unless you pass --benchmark-storage.
+With a GPU the venv gets densebench[gpu] (onnxruntime-gpu, torch-tensorrt, nvidia-modelopt); before
+benchmarking, the NVIDIA driver is checked against the CUDA build of torch (python -m densebench.doctor).
 Environment: DENSEBENCH_* variables set any other option (see README).
 EOF
 }
@@ -91,13 +96,29 @@ mkdir -p "$output_dir" 2>/dev/null || die "cannot create the output directory '$
 output_dir=$(cd "$output_dir" && pwd)
 
 have_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+# docker run --gpus needs the NVIDIA Container Toolkit: its CLI/hook on PATH or an 'nvidia' runtime in the daemon.
+have_toolkit() {
+    command -v nvidia-ctk >/dev/null 2>&1 || command -v nvidia-container-cli >/dev/null 2>&1 \
+        || command -v nvidia-container-runtime-hook >/dev/null 2>&1 \
+        || docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia
+}
+no_toolkit="the NVIDIA Container Toolkit is not installed (no nvidia-ctk, nvidia-container-cli or 'nvidia' Docker runtime), so 'docker run --gpus' would fail; install nvidia-container-toolkit and run 'sudo nvidia-ctk runtime configure --runtime=docker'"
 nvidia=false
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then nvidia=true; fi
 use_docker=false
 case "$docker_mode" in
     true) have_engine || die "--docker true, but no Docker engine answers here ('docker info' fails)"
+          if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ] && ! have_toolkit; then
+              die "--docker true with the GPU, but $no_toolkit (or pass --gpu-enabled false for the CPU image)"
+          fi
           use_docker=true ;;
-    auto) if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ] && have_engine; then use_docker=true; fi ;;
+    auto) if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ] && have_engine; then
+              if have_toolkit; then
+                  use_docker=true
+              else
+                  echo "build_and_run.sh: Docker is here, but $no_toolkit. Using a local venv instead." >&2
+              fi
+          fi ;;
 esac
 
 if [ "$use_docker" = true ]; then
@@ -109,14 +130,21 @@ if [ "$use_docker" = true ]; then
     fi
     where="Docker image densebench:$variant"
 else
+    extras=$extras_cpu
+    if [ "$gpu_enabled" != false ] && [ "$nvidia" = true ]; then extras=$extras_gpu; fi
     "$repo/scripts/bootstrap.sh" "$venv" "$extras"
     python="$venv/bin/python"
-    has_gpu=$("$python" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
-    case "$gpu_enabled" in
-        true) [ "$has_gpu" = 1 ] || die "--gpu-enabled true, but torch sees no CUDA GPU here" ; device=cuda ;;
-        false) device=cpu ;;
-        auto) if [ "$has_gpu" = 1 ]; then device=cuda; else device=cpu; fi ;;
-    esac
+    device=cpu
+    if [ "$gpu_enabled" != false ]; then
+        # Names the driver, torch's CUDA build and what to install when they do not fit (exit 3).
+        if why=$("$python" -m densebench.doctor --require-gpu 2>&1); then
+            device=cuda
+        elif [ "$gpu_enabled" = true ]; then
+            die "--gpu-enabled true, but densebench cannot use an NVIDIA GPU here: $why"
+        elif [ "$nvidia" = true ]; then
+            echo "build_and_run.sh: an NVIDIA GPU is present but unusable, so the CPU is benchmarked: $why" >&2
+        fi
+    fi
     where="local venv $venv"
 fi
 if [ -z "$batch_sizes" ]; then
@@ -127,15 +155,22 @@ args=(--densebench-device "$device" --densebench-batch-sizes "$batch_sizes"
       --densebench-optimizations "${optimizations:-best}")
 [ -n "$image_size" ] && args+=(--densebench-image-size "$image_size")
 [ -n "$workers" ] && args+=(-n "$workers")
+storage_given=false
+for a in "${pytest_extra[@]}"; do case "$a" in --benchmark-storage*) storage_given=true ;; esac; done
 
 echo "build_and_run.sh: $where, device=$device batch_sizes=$batch_sizes optimizations=${optimizations:-best} output=$output_dir"
 if [ "$use_docker" = true ]; then
-    docker build -f "$repo/docker/Dockerfile" --build-arg "VARIANT=$variant" -t "densebench:$variant" "$repo"
-    run=(docker run --rm "${gpu_flags[@]}" --shm-size 8g --user "$(id -u):$(id -g)" -e HOME=/tmp
-         -v "$output_dir:/results" -v densebench-cache:/cache "densebench:$variant")
+    # The image's user has this UID, so the cache volume (one per UID, filled from the image's /cache on
+    # first use) and /results are writable by the process.
+    docker build -f "$repo/docker/Dockerfile" --build-arg "VARIANT=$variant" --build-arg "UID=$(id -u)" \
+        -t "densebench:$variant-$(id -u)" "$repo"
+    run=(docker run --rm "${gpu_flags[@]}" --shm-size 8g --user "$(id -u):$(id -g)"
+         -v "$output_dir:/results" -v "densebench-cache-$(id -u):/cache" "densebench:$variant-$(id -u)")
+    [ "$storage_given" = true ] || args+=(--benchmark-storage=file:///results/.benchmarks)
 else
     cd "$repo"
     run=("$python" -m densebench.cli run --output "$output_dir")
+    [ "$storage_given" = true ] || args+=("--benchmark-storage=file://$output_dir/.benchmarks")
 fi
 set +e
 "${run[@]}" "${args[@]}" "${pytest_extra[@]}"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import compare, data, journal
+from . import compare, data, doctor, journal
 from .errors import ReportError
 from .optimizations import plan_for, techniques, unavailable_reason
 from .report import build, insights, load_all, table_lines, write
@@ -137,6 +137,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         name: {device: unavailable_reason(plan_for(name), device) or "available" for device in devices}
         for name in techniques()
     }
+    checks = doctor.all_checks()
+    info["checks"] = doctor.as_json(checks)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -150,6 +152,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     print("libraries: " + ", ".join(f"{k} {v}" for k, v in info["libraries"].items() if v))
     for name, per_device in info["optimizations"].items():
         print(f"  {name:14s} " + "; ".join(f"{d}: {why}" for d, why in per_device.items()))
+    for section, items in checks.items():
+        print(f"checks ({section}):")
+        print("\n".join(c.line() for c in items))
     return 0
 
 
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recover", help="turn a results journal (e.g. of a crashed run) into pytest-benchmark JSON")
     rec.add_argument("journal", help="journal-*.jsonl from OUTPUT/journals")
     rec.add_argument("-o", "--output", required=True, help="the JSON file to write (atomically)")
-    env = sub.add_parser("env", help="machine, GPUs, libraries and which optimizations can run here")
+    env = sub.add_parser("env", help="doctor: machine, driver vs torch's CUDA build, container toolkit, MIG, GPU "
+                                     "backends and their precision, CPU vector extensions; which optimizations can run")
     env.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("list", help="list the optimizations")
     data = sub.add_parser("data", help="download, verify and extract Tiny ImageNet-200")

@@ -17,6 +17,16 @@ want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing densebench[$extras] into $venv (torch comes from your pip index)" >&2
     "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
+    # onnxruntime and onnxruntime-gpu install the same module: keep only the one these extras ask for.
+    case ",$extras," in
+        *,gpu,*|*,onnxruntime-gpu,*) other=onnxruntime ;;
+        *,onnxruntime,*) other=onnxruntime-gpu ;;
+        *) other="" ;;
+    esac
+    if [ -n "$other" ] && "$venv/bin/python" -m pip show --quiet "$other" >/dev/null 2>&1; then
+        echo "bootstrap: removing $other (it clashes with the onnxruntime these extras install)" >&2
+        "$venv/bin/python" -m pip uninstall --quiet --yes "$other" >&2
+    fi
     "$venv/bin/python" -m pip install --quiet -e "$repo[$extras]" 2>&1 | grep -v "is ignored" >&2 || true
     "$venv/bin/python" -c "import densebench, torch, torchvision, pytest_benchmark" \
         || { echo "bootstrap: installation failed" >&2; exit 1; }

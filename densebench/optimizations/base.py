@@ -60,6 +60,9 @@ class Plan:
 class Requirements:
     devices: frozenset[str] = frozenset({"cpu", "cuda"})
     packages: tuple[tuple[str, str], ...] = ()  # (import name, pip install hint)
+    # Called with the device kind once the packages are importable: why the installed build cannot run
+    # there (e.g. an onnxruntime without the CUDA provider), or None.
+    probe: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,10 @@ def unavailable_reason(plan: Plan, device_type: str) -> str | None:
             if importlib.util.find_spec(module) is None:
                 reasons.append(f"{part} needs the Python package '{module}', which is not installed "
                                f"({hint})")
+        if req.probe is not None and not reasons:
+            problem = req.probe(device_type)
+            if problem:
+                reasons.append(f"{part}: {problem}")
     return "; ".join(dict.fromkeys(reasons)) or None
 
 

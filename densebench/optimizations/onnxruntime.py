@@ -4,6 +4,11 @@ One export with a dynamic batch dimension serves every batch size; it is cached 
 the output directory. On CUDA the CUDA execution provider is used with I/O binding to
 device tensors, so no host copy happens in a timed round (needs ``onnxruntime-gpu``);
 on CPU the CPU provider runs with torch's thread count and all graph optimizations.
+
+Precision on CUDA: the CUDA provider allows TF32 by default (its ``use_tf32`` option); ``onnxruntime``
+turns it off, so it is strict FP32 like ``baseline``, and ``onnxruntime+tf32`` turns it on and is
+recorded as ``tf32``. When the CUDA provider's libraries fail to load, ONNX Runtime quietly makes a
+CPU session: the session's providers are checked and the optimization is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -17,13 +22,46 @@ from .base import (
     Requirements,
     Unavailable,
     host_numpy_io,
-    model_only,
     register_backend_technique,
 )
 
 REQUIRES = Requirements(packages=(("onnxruntime", "pip install 'densebench[onnxruntime]'"),
                                   ("onnx", "pip install 'densebench[onnxruntime]'"),
-                                  ("onnxscript", "pip install 'densebench[onnxruntime]'")))
+                                  ("onnxscript", "pip install 'densebench[onnxruntime]'")),
+                        probe=lambda device_type: cuda_provider_missing() if device_type == "cuda" else None)
+
+
+def cuda_provider_missing() -> str | None:
+    """Why the installed onnxruntime cannot run on CUDA (no CUDAExecutionProvider), or None."""
+    import onnxruntime as ort  # heavy, optional
+
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" in providers:
+        return None
+    return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {', '.join(providers)}); "
+            "pip uninstall -y onnxruntime && pip install 'densebench[gpu]' (onnxruntime-gpu)")
+
+
+def cuda_session(path: str, options: Any, device_index: int, tf32: bool) -> Any:
+    """An InferenceSession on the CUDA provider, TF32 as asked; Unavailable if ONNX Runtime fell back to the CPU."""
+    import onnxruntime as ort  # heavy, optional
+
+    provider = ("CUDAExecutionProvider", {"device_id": device_index, "cudnn_conv_algo_search": "EXHAUSTIVE",
+                                          "use_tf32": int(tf32)})
+    session = ort.InferenceSession(path, options, providers=[provider])
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise Unavailable("onnxruntime could not load its CUDA provider (its CUDA/cuDNN libraries failed to load; "
+                          f"the session would run on {', '.join(session.get_providers())}): check that the "
+                          "onnxruntime-gpu build matches torch's CUDA (densebench env)")
+    return session
+
+
+def _check(plan: Plan) -> str | None:
+    extras = [p for p in plan.parts if p not in ("onnxruntime", "tf32")]
+    if extras:
+        return ("onnxruntime converts the FP32 model itself and chooses its own layout; it does not stack with "
+                f"{', '.join(extras)} (only with tf32, on CUDA)")
+    return None
 
 
 def export_onnx(module: Any, example: Any, ctx: BuildContext) -> tuple[str, bool]:
@@ -55,18 +93,14 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     import torch  # heavy, optional
 
     module = getattr(forward, "module", forward)
-    providers = ort.get_available_providers()
-    if ctx.device.type == "cuda" and "CUDAExecutionProvider" not in providers:
-        raise Unavailable("onnxruntime on CUDA needs the CUDAExecutionProvider, which this onnxruntime build "
-                          f"lacks (providers: {', '.join(providers)}; install onnxruntime-gpu)")
+    if ctx.device.type == "cuda" and cuda_provider_missing():
+        raise Unavailable(cuda_provider_missing())
     path, cached = export_onnx(module, example, ctx)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
     if ctx.device.type == "cuda":
-        provider = ("CUDAExecutionProvider",
-                    {"device_id": ctx.device.index or 0, "cudnn_conv_algo_search": "EXHAUSTIVE"})
-        session = ort.InferenceSession(path, options, providers=[provider])
+        session = cuda_session(path, options, ctx.device.index or 0, plan.tf32)
     else:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -92,7 +126,8 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
             return out
 
         run(example)
-        return Backed(forward=run, precision="fp32", info=info)
+        info["use_tf32"] = plan.tf32
+        return Backed(forward=run, precision="tf32" if plan.tf32 else "fp32", info=info)
 
     prepare_cpu, to_logits = host_numpy_io()
 
@@ -103,5 +138,5 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     return Backed(forward=run_cpu, prepare=prepare_cpu, to_logits=to_logits, precision="fp32", info=info)
 
 
-register_backend_technique("onnxruntime", build, rank=80, requires=REQUIRES, check=model_only("onnxruntime"),
+register_backend_technique("onnxruntime", build, rank=80, requires=REQUIRES, check=_check,
                            summary="ONNX export (dynamo) + ONNX Runtime (CUDA provider with I/O binding on GPU)")

@@ -392,6 +392,14 @@ class MemoryTelemetry(Record):
     device_used_mb_max: float | None = _field("peak device memory in use as NVML sees it (includes memory outside "
                                               "torch's allocator); null on CPU or without NVML", unit="MiB",
                                               required=True)
+    device_process_used_mb: float | None = _field(
+        "device memory NVML accounts to this process at the window's start or end, the larger (CUDA context, "
+        "TensorRT engines, ONNX Runtime's arena, CUDA-graph pools included); null on CPU or when NVML does not "
+        "list the process", unit="MiB", optional=True)
+    device_inclusive_peak_mb: float | None = _field(
+        "the memory figure reports rank by: device_process_used_mb or device_peak_reserved_mb, the larger; "
+        "null on CPU", unit="MiB", optional=True)
+    device_inclusive_source: str | None = _field("'nvml_process_used' or 'torch_peak_reserved'", optional=True)
 
 
 @dataclass(kw_only=True)
@@ -410,7 +418,19 @@ class GpuTelemetry(Record):
     temperature_max_c: float | None = _field("highest GPU temperature", unit="°C", required=True)
     sm_clock_mean_mhz: float | None = _field("mean SM clock", unit="MHz", required=True)
     sm_clock_min_mhz: float | None = _field("lowest SM clock", unit="MHz", required=True)
-    throttle_reasons: list[str] | None = _field("NVML clock-event reasons seen during the window", required=True)
+    throttle_reasons: list[str] | None = _field("NVML clock-event reasons at the window's start or end, one name "
+                                                "per bit, GpuIdle excluded", required=True)
+    gpu_idle_seen: bool | None = _field("NVML's GpuIdle clock-event bit was set (idle, not a throttle)",
+                                        optional=True)
+    power_source: str | None = _field("'energy_counter_over_window' (energy_j / window) or 'nvml_power_samples' "
+                                      "(NVML's sample buffer, samples stamped inside the window)", optional=True)
+    power_samples: int | None = _field("NVML power samples stamped inside the window", unit="samples",
+                                       optional=True)
+    power_averaging_period_s: float | None = _field("how long NVML averages one power reading on Ampere and newer",
+                                                    unit="s", optional=True)
+    window_shorter_than_power_averaging: bool | None = _field(
+        "the timed window was shorter than power_averaging_period_s: its power figures include time outside it",
+        optional=True)
     reasons: dict[str, str | None] = _field("field name -> why that field is null", required=True)
     reason: str | None = _field("why there is no GPU telemetry at all (CPU run, no driver)", optional=True)
 
@@ -439,9 +459,11 @@ class CpuTelemetry(Record):
 class SamplerTelemetry(Record):
     """The telemetry sampler itself (``Monitor.result()['telemetry']``): its interval and its own cost."""
 
-    interval_ms: float = _field("sampling interval", unit="ms", required=True)
+    interval_ms: float = _field("RSS sampling interval (used only without a kernel peak-RSS mark)", unit="ms",
+                                required=True)
     samples: int = _field("samples taken in the window", unit="samples", required=True)
-    sampler_thread: bool | None = _field("whether a sampling thread ran (no thread on CPU with a kernel peak-RSS mark)")
+    sampler_thread: bool | None = _field("whether a sampling thread ran (only for RSS without a kernel peak-RSS mark; "
+                                         "the GPU is never sampled from a thread)")
     rss_peak_source: str | None = _field("'kernel_high_water_mark' or 'sampled'")
     window_s: float = _field("length of the timed window", unit="s", required=True)
     sampler_busy_ms: float = _field("time spent inside sampling calls", unit="ms", required=True)

@@ -303,8 +303,9 @@ OPTIONS: tuple[Option, ...] = (
            "(OUTPUT/tensorboard/RUN/OPTIMIZATION)", "write per-benchmark scalars as TensorBoard event files",
            "BOOL"),
     Option("telemetry_interval_ms", "20", _integer(1),
-           "telemetry sampling interval while a benchmark is timed (>= 1)",
-           "NVML sampling interval while timing", "MS"),
+           "RSS sampling interval while timing, only where the kernel's peak-RSS mark cannot be reset (>= 1); "
+           "the GPU is read from NVML's own sample buffers after the window",
+           "RSS sampling interval where the kernel's peak mark cannot be reset (GPU: NVML's own buffers)", "MS"),
     Option("journal", "auto", _text,
            "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
            "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH",

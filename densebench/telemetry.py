@@ -1,16 +1,20 @@
-"""Telemetry while a benchmark is timed: NVML sampler, torch/psutil memory, CPU, energy.
+"""Telemetry while a benchmark is timed: NVML reads around the window, torch/psutil memory, CPU, energy.
 
-``Monitor`` wraps exactly the ``benchmark(step)`` call. A background thread samples,
-every ``--densebench-telemetry-interval-ms``, the GPU through NVML (nvidia-ml-py). The
-process's peak resident memory comes from the kernel's high-water mark (``VmHWM``, reset
-at the start of the window through ``/proc/self/clear_refs``), so on a CPU-only run no
-sampling thread is needed at all; where the reset is not allowed, the thread samples RSS.
+``Monitor`` wraps exactly the ``benchmark(step)`` call. The GPU is read through NVML before and
+after the window, and NVML's own sample buffers give what happened inside it (see ``nvml.py``):
+no thread samples the GPU, so nothing competes with the timed thread for the interpreter lock.
+The process's peak resident memory comes from the kernel's high-water mark (``VmHWM``, reset
+at the start of the window through ``/proc/self/clear_refs``); only where that reset is not
+allowed does a thread sample RSS every ``--densebench-telemetry-interval-ms``.
+Device memory: torch's allocator peaks beside NVML's per-process figure, which includes memory
+outside torch's allocator (TensorRT engines, ONNX Runtime's arena, CUDA-graph pools, the context);
+``device_inclusive_peak_mb`` is the larger, and reports rank memory by it.
 Energy comes from NVML's total-energy counter where the GPU has one, else from
 integrating sampled power; on CPU from Intel RAPL when the kernel exposes it readably.
 A value this machine cannot give is ``None`` with the reason in the namespace's
 ``reasons`` map, never an invented number.
 
-The sampler reports its own cost: ``telemetry.sampler_overhead_pct`` is the time spent
+The RSS sampler reports its own cost: ``telemetry.sampler_overhead_pct`` is the time spent
 inside sampling calls as a percentage of the timed window.
 """
 
@@ -21,7 +25,6 @@ import ctypes
 import importlib.metadata
 import os
 import platform
-import statistics
 import threading
 import time
 from functools import cache
@@ -30,7 +33,9 @@ from typing import Any
 
 import psutil
 
-NO_DRIVER = "no NVIDIA driver"
+from .nvml import GPU_KEYS, NO_DRIVER, GpuWindow, Nvml, gpu_result, inclusive_peak
+
+__all__ = ["NO_DRIVER", "Monitor", "Nvml", "machine_info", "memory_now", "peak_memory_mb"]
 
 
 @cache
@@ -42,115 +47,6 @@ def cpu_model_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-# ---------------------------------------------------------------- NVML
-
-
-class Nvml:
-    """A tiny wrapper over pynvml: init once, map torch devices to NVML handles."""
-
-    _lock = threading.Lock()
-    _state: tuple[Any, str | None] | None = None
-
-    @classmethod
-    def module(cls) -> tuple[Any, str | None]:
-        """(pynvml module or None, reason it is unavailable)."""
-        with cls._lock:
-            if cls._state is None:
-                try:
-                    import pynvml  # optional at run time: NVML may be absent
-
-                    pynvml.nvmlInit()
-                    cls._state = (pynvml, None)
-                except ImportError:
-                    cls._state = (None, "nvidia-ml-py (pynvml) is not installed")
-                except Exception as exc:
-                    cls._state = (None, f"{NO_DRIVER} (NVML: {exc})")
-            return cls._state
-
-    @classmethod
-    def handle(cls, device: Any) -> tuple[Any, Any, str | None]:
-        nvml, reason = cls.module()
-        if nvml is None:
-            return None, None, reason
-        if getattr(device, "type", "cpu") != "cuda":
-            return nvml, None, "the benchmark ran on the CPU"
-        import torch  # heavy, optional
-
-        props = torch.cuda.get_device_properties(device)
-        uuid = str(getattr(props, "uuid", "") or "")
-        with contextlib.suppress(Exception):
-            if uuid:
-                return nvml, nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-"))
-                                                              else f"GPU-{uuid}"), None
-        with contextlib.suppress(Exception):
-            bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-            return nvml, nvml.nvmlDeviceGetHandleByPciBusId(bus), None
-        try:
-            return nvml, nvml.nvmlDeviceGetHandleByIndex(device.index or 0), None
-        except Exception as exc:
-            return nvml, None, f"NVML has no handle for {device}: {exc}"
-
-
-def _throttle_names(nvml: Any, mask: int) -> list[str]:
-    names = []
-    for attr in dir(nvml):
-        for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
-            if attr.startswith(prefix) and attr not in (prefix + "None", prefix + "All"):
-                bit = getattr(nvml, attr)
-                if isinstance(bit, int) and bit and mask & bit:
-                    names.append(attr[len(prefix):])
-    return sorted(set(names))
-
-
-class _GpuProbe:
-    """Reads one NVML sample; each field that fails is disabled with its reason."""
-
-    FIELDS = ("util", "mem_util", "mem_used", "power", "temp", "sm_clock", "throttle")
-
-    def __init__(self, nvml: Any, handle: Any):
-        self.nvml, self.handle = nvml, handle
-        self.reasons: dict[str, str] = {}
-
-    def read(self) -> dict[str, float | int]:
-        nvml, h = self.nvml, self.handle
-        out: dict[str, float | int] = {}
-        readers = {
-            "util": lambda: nvml.nvmlDeviceGetUtilizationRates(h),
-            "mem_used": lambda: nvml.nvmlDeviceGetMemoryInfo(h).used,
-            "power": lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
-            "temp": lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
-            "sm_clock": lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),
-            "throttle": self._throttle,
-        }
-        for key, reader in readers.items():
-            if key in self.reasons:
-                continue
-            try:
-                value = reader()
-            except Exception as exc:
-                self.reasons[key] = f"NVML cannot read it on this GPU: {exc}"
-                continue
-            if key == "util":
-                out["util"], out["mem_util"] = value.gpu, value.memory
-            else:
-                out[key] = value
-        return out
-
-    def _throttle(self) -> int:
-        fn = getattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-            self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons
-        return int(fn(self.handle))
-
-    def energy_mj(self) -> int | None:
-        if "energy" in self.reasons:
-            return None
-        try:
-            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except Exception as exc:
-            self.reasons["energy"] = f"NVML total-energy counter not supported: {exc}"
-            return None
 
 
 # ---------------------------------------------------------------- RAPL (CPU package energy)
@@ -209,11 +105,11 @@ class Monitor:
         self.busy_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._probe: _GpuProbe | None = None
+        self.gpu: GpuWindow | None = None
         self.gpu_reason: str | None = None
         nvml, handle, reason = Nvml.handle(device)
         if handle is not None:
-            self._probe = _GpuProbe(nvml, handle)
+            self.gpu = GpuWindow(nvml, handle)
         else:
             self.gpu_reason = reason
         self._proc = psutil.Process()
@@ -225,15 +121,15 @@ class Monitor:
 
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._cuda_before = torch.cuda.memory_allocated(self.device)
         self.rss_before = self._proc.memory_info().rss
         self._cpu_before = self._proc.cpu_times()
         psutil.cpu_percent(interval=None)  # start the system-wide window
-        self._energy_before = self._probe.energy_mj() if self._probe else None
+        if self.gpu is not None:
+            self.gpu.start()
         self._rapl_before, self._rapl_reason = rapl_energy_uj()
         self._hwm = reset_peak_rss()
         self._t0 = time.perf_counter()
-        if self._probe is not None or not self._hwm:
+        if not self._hwm:  # only RSS needs a thread, and only where the kernel's peak mark cannot be reset
             self._thread = threading.Thread(target=self._run, name="densebench-telemetry", daemon=True)
             self._thread.start()
         return self
@@ -243,7 +139,8 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._energy_after = self._probe.energy_mj() if self._probe else None
+        if self.gpu is not None:
+            self.gpu.stop()
         self._rapl_after, _ = rapl_energy_uj()
         cpu_after = self._proc.cpu_times()
         self.cpu_s = (cpu_after.user - self._cpu_before.user) + (cpu_after.system - self._cpu_before.system)
@@ -259,12 +156,8 @@ class Monitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             t = time.perf_counter()
-            sample: dict[str, float | int] = {"t": t - self._t0}
-            if self._probe is not None:
-                sample.update(self._probe.read())
-            self.samples.append(sample)
-            if not self._hwm:
-                self.rss_samples.append(self._proc.memory_info().rss)
+            self.samples.append({"t": t - self._t0})
+            self.rss_samples.append(self._proc.memory_info().rss)
             self.busy_s += time.perf_counter() - t
             self._stop.wait(self.interval_s)
 
@@ -286,74 +179,34 @@ class Monitor:
         rss_peak = max([self.rss_before, self.rss_after, self.rss_hwm or 0, *self.rss_samples])
         out: dict[str, Any] = {"rss_mb_before": self.rss_before / mb, "rss_mb_peak": rss_peak / mb,
                                "rss_mb_after": self.rss_after / mb, "reasons": {}}
-        if self.device.type == "cuda":
-            out["device_peak_allocated_mb"] = self.cuda_peak_alloc / mb
-            out["device_peak_reserved_mb"] = self.cuda_peak_reserved / mb
-            used = [s["mem_used"] for s in self.samples if "mem_used" in s]
-            out["device_used_mb_max"] = max(used) / mb if used else None
-            if not used:
-                out["reasons"]["device_used_mb_max"] = self.gpu_reason or self._why("mem_used")
-        else:
-            for key in ("device_peak_allocated_mb", "device_peak_reserved_mb", "device_used_mb_max"):
+        device_keys = ("device_peak_allocated_mb", "device_peak_reserved_mb", "device_used_mb_max",
+                       "device_process_used_mb", "device_inclusive_peak_mb")
+        if self.device.type != "cuda":
+            for key in device_keys:
                 out[key] = None
                 out["reasons"][key] = "CPU device: no device memory (see rss_mb_peak)"
+            return out
+        out["device_peak_allocated_mb"] = self.cuda_peak_alloc / mb
+        out["device_peak_reserved_mb"] = self.cuda_peak_reserved / mb
+        if self.gpu is not None:
+            nvml_mem = self.gpu.memory()
+            out["reasons"].update(nvml_mem.pop("reasons"))
+            out.update(nvml_mem)
+        else:
+            for key in ("device_used_mb_max", "device_process_used_mb"):
+                out[key] = None
+                out["reasons"][key] = self.gpu_reason
+        out["device_inclusive_peak_mb"], out["device_inclusive_source"] = inclusive_peak(
+            out["device_peak_reserved_mb"], out["device_process_used_mb"])
         return out
-
-    def _why(self, key: str) -> str:
-        if self._probe is not None and key in self._probe.reasons:
-            return self._probe.reasons[key]
-        return "no samples in the timed window (it was shorter than the sampling interval)"
 
     def _gpu(self, images: int | None) -> dict[str, Any]:
-        keys = ("utilization_mean_pct", "utilization_max_pct", "memory_utilization_mean_pct", "power_mean_w",
-                "energy_j", "energy_per_image_j", "energy_source", "temperature_max_c", "sm_clock_mean_mhz",
-                "sm_clock_min_mhz", "throttle_reasons")
-        out: dict[str, Any] = dict.fromkeys(keys)
-        out["reasons"] = {}
-        if self._probe is None:
+        if self.gpu is None:
+            out: dict[str, Any] = dict.fromkeys(GPU_KEYS)
             out["reason"] = self.gpu_reason
-            out["reasons"] = dict.fromkeys(keys, self.gpu_reason)
+            out["reasons"] = dict.fromkeys(GPU_KEYS, self.gpu_reason)
             return out
-
-        def series(key: str) -> list[float]:
-            return [float(s[key]) for s in self.samples if key in s]
-
-        for name, key, fn in (("utilization_mean_pct", "util", statistics.fmean),
-                              ("utilization_max_pct", "util", max),
-                              ("memory_utilization_mean_pct", "mem_util", statistics.fmean),
-                              ("power_mean_w", "power", statistics.fmean),
-                              ("temperature_max_c", "temp", max),
-                              ("sm_clock_mean_mhz", "sm_clock", statistics.fmean),
-                              ("sm_clock_min_mhz", "sm_clock", min)):
-            values = series(key)
-            if values:
-                out[name] = fn(values)
-            else:
-                out["reasons"][name] = self._why(key)
-        masks = [int(s["throttle"]) for s in self.samples if "throttle" in s]
-        if masks:
-            combined = 0
-            for m in masks:
-                combined |= m
-            out["throttle_reasons"] = _throttle_names(self._probe.nvml, combined)
-        else:
-            out["reasons"]["throttle_reasons"] = self._why("throttle")
-        if self._energy_before is not None and self._energy_after is not None:
-            out["energy_j"] = (self._energy_after - self._energy_before) / 1000.0
-            out["energy_source"] = "nvml_total_energy_counter"
-        elif out["power_mean_w"] is not None:
-            out["energy_j"] = out["power_mean_w"] * self.elapsed_s
-            out["energy_source"] = "integrated_power_samples"
-        else:
-            out["reasons"]["energy_j"] = self._probe.reasons.get("energy", "no energy counter and no power samples")
-        if out["energy_j"] is not None and images:
-            out["energy_per_image_j"] = out["energy_j"] / images
-        elif out["energy_j"] is not None:
-            out["reasons"]["energy_per_image_j"] = "the number of images in the window is unknown"
-        for key in ("energy_per_image_j", "energy_source"):
-            if out[key] is None and key not in out["reasons"]:
-                out["reasons"][key] = out["reasons"].get("energy_j", "energy unknown")
-        return out
+        return gpu_result(self.gpu, images, self.elapsed_s)
 
     def _cpu(self, images: int | None) -> dict[str, Any]:
         import torch  # heavy, optional
@@ -404,9 +257,11 @@ def memory_now(device: Any) -> dict[str, Any]:
 
 
 def peak_memory_mb(extra_info: dict[str, Any]) -> float | None:
-    """The memory figure to compare optimizations by: device peak on GPU, process RSS peak on CPU."""
+    """The memory figure to compare optimizations by (MiB): on GPU the inclusive device peak (NVML's
+    per-process used memory or torch's peak reserved, the larger; torch's peak allocated in results
+    written before it existed), on CPU the process RSS peak."""
     mem = extra_info.get("memory") or {}
-    return mem.get("device_peak_allocated_mb") or mem.get("rss_mb_peak")
+    return mem.get("device_inclusive_peak_mb") or mem.get("device_peak_allocated_mb") or mem.get("rss_mb_peak")
 
 
 # ---------------------------------------------------------------- machine info

@@ -1,13 +1,11 @@
-"""Telemetry: real psutil/profiler/TensorBoard paths on CPU, NVML arithmetic against a fake device."""
+"""Telemetry: real psutil/profiler/TensorBoard paths on CPU (NVML: tests/test_nvml_replay.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,69 +81,6 @@ def test_sampler_thread_starts_and_stops(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tel["sampler_overhead_pct"] == pytest.approx(100 * tel["sampler_busy_ms"] / 1e3 / tel["window_s"])
     assert tel["rss_peak_source"] == "sampled"
     assert result["memory"]["rss_mb_peak"] - result["memory"]["rss_mb_before"] >= 50
-
-
-class FakeNvml:
-    """A stand-in for pynvml on a machine without a GPU: fixed readings, a counting energy meter."""
-
-    NVML_TEMPERATURE_GPU = 0
-    NVML_CLOCK_SM = 1
-    nvmlClocksEventReasonGpuIdle = 0x1
-    nvmlClocksEventReasonSwPowerCap = 0x4
-    nvmlClocksEventReasonHwSlowdown = 0x8
-
-    def __init__(self, energy_counter: bool = True):
-        self.energy_counter = energy_counter
-        self.energy_mj = 1_000_000
-        self.lock = threading.Lock()
-
-    def nvmlDeviceGetUtilizationRates(self, h):
-        return SimpleNamespace(gpu=80, memory=30)
-
-    def nvmlDeviceGetMemoryInfo(self, h):
-        return SimpleNamespace(used=2 * 1024**3)
-
-    def nvmlDeviceGetPowerUsage(self, h):
-        return 250_000  # mW
-
-    def nvmlDeviceGetTemperature(self, h, kind):
-        return 61
-
-    def nvmlDeviceGetClockInfo(self, h, kind):
-        return 1980
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
-        return 0x4
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, h):
-        if not self.energy_counter:
-            raise RuntimeError("Not Supported")
-        with self.lock:
-            self.energy_mj += 500  # 0.5 J between reads
-            return self.energy_mj
-
-
-@pytest.mark.parametrize("energy_counter", [True, False])
-def test_nvml_arithmetic_with_a_fake_device(energy_counter: bool) -> None:
-    fake = FakeNvml(energy_counter)
-    monitor = Monitor(torch.device("cpu"), interval_s=0.002)
-    monitor._probe = telemetry._GpuProbe(fake, handle=object())
-    monitor.gpu_reason = None
-    with monitor:
-        wait_for_samples(monitor, 3)
-    gpu = monitor.result(batch_size=8, calls=5)["gpu"]
-    assert gpu["utilization_mean_pct"] == 80 and gpu["utilization_max_pct"] == 80
-    assert gpu["memory_utilization_mean_pct"] == 30
-    assert gpu["power_mean_w"] == 250.0
-    assert gpu["temperature_max_c"] == 61 and gpu["sm_clock_min_mhz"] == 1980
-    assert gpu["throttle_reasons"] == ["SwPowerCap"]
-    if energy_counter:
-        assert gpu["energy_source"] == "nvml_total_energy_counter"
-        assert gpu["energy_j"] == pytest.approx(0.5)
-    else:
-        assert gpu["energy_source"] == "integrated_power_samples"
-        assert gpu["energy_j"] == pytest.approx(250.0 * monitor.elapsed_s)
-    assert gpu["energy_per_image_j"] == pytest.approx(gpu["energy_j"] / 40)
 
 
 def test_machine_info_has_library_versions() -> None:

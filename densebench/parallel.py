@@ -4,7 +4,9 @@ pytest-benchmark turns itself off under xdist, because benchmarks that share har
 disturb each other. When every worker owns its own device that reason is gone, so:
 
 * ``pytest benchmarks -n N --densebench-device cuda`` with N <= visible GPUs pins worker
-  k to ``cuda:k``; ``-n auto`` means one worker per GPU;
+  k to ``cuda:k``; ``-n auto`` means one worker per GPU. Its CPU affinity is the GPU's own NUMA
+  node (the kernel's ``/sys/bus/pci/devices/<bus id>/local_cpulist``), split evenly between the
+  workers whose GPUs share that node, so input preparation and kernel launches stay local;
 * with ``--densebench-device cpu``, N <= usable cores, each worker gets a disjoint slice of
   the CPUs (``os.sched_setaffinity``) and as many torch threads;
 * tests are scheduled by optimization (a load-scope scheduler whose scope is the
@@ -59,6 +61,50 @@ def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def parse_cpulist(text: str) -> tuple[int, ...]:
+    """The kernel's CPU list format ('0-3,8-11,16') -> sorted CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            cpus.update(range(int(lo), int(hi) + 1))
+        elif part:
+            cpus.add(int(part))
+    return tuple(sorted(cpus))
+
+
+def gpu_local_cpulists(count: int, sysfs: str = "/sys/bus/pci/devices") -> list[tuple[int, ...] | None]:
+    """Per visible GPU, the CPUs of its NUMA node that this process may use (None where unknown)."""
+    import torch  # heavy, optional
+
+    usable = set(usable_cpus())
+    out: list[tuple[int, ...] | None] = []
+    for i in range(count):
+        p = torch.cuda.get_device_properties(i)
+        path = os.path.join(sysfs, f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0", "local_cpulist")
+        try:
+            with open(path) as fh:
+                local = tuple(c for c in parse_cpulist(fh.read()) if c in usable)
+        except (OSError, ValueError):
+            local = ()
+        out.append(local or None)
+    return out
+
+
+def gpu_cpu_slices(local: list[tuple[int, ...] | None]) -> list[tuple[int, ...] | None]:
+    """Worker k's CPUs: its GPU's local CPUs, split evenly (disjoint) among the workers sharing them."""
+    out: list[tuple[int, ...] | None] = []
+    for k, cpus in enumerate(local):
+        if not cpus:
+            out.append(None)
+            continue
+        sharing = [j for j, other in enumerate(local) if other == cpus]
+        per = len(cpus) // len(sharing)
+        rank = sharing.index(k)
+        out.append(cpus[rank * per:(rank + 1) * per] or None)
+    return out
+
+
 def wants_cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and cuda_count() > 0)
 
@@ -74,7 +120,8 @@ def assign(device: str, workers: int, index: int) -> Assignment:
         if workers > gpus:
             return Assignment(False, name, reason=f"-n {workers} workers but {gpus} GPU(s): workers would share "
                                                   "a GPU")
-        return Assignment(True, name, device=f"cuda:{index}")
+        cpus = gpu_cpu_slices(gpu_local_cpulists(workers))[index]
+        return Assignment(True, name, device=f"cuda:{index}", cpus=cpus)
     cpus = usable_cpus()
     if workers > len(cpus):
         return Assignment(False, name, reason=f"-n {workers} workers but {len(cpus)} usable CPU core(s)")

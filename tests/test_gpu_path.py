@@ -225,3 +225,33 @@ def test_gpu_auto_says_why_it_benchmarks_the_cpu(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["benchmarks"][0]["extra_info"]["device"] == "cpu"
     assert list((tmp_path / "out" / ".benchmarks").rglob("*.json")), "the autosave is beside the results"
+
+
+def test_tf32_flags_after_the_new_fp32_precision_api_was_used() -> None:
+    """torch's new ``fp32_precision`` API used elsewhere in the process made the legacy flags raise
+    ("mix of the legacy and new APIs"); the flags helper now uses the new API, which is also what
+    Inductor's Triton convolution templates read (``torch.backends.cudnn.fp32_precision``).
+    In a subprocess: the flags are process-wide."""
+    import torch
+
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no fp32_precision API")
+    script = (
+        "import torch\n"
+        "from densebench.optimizations.base import flags\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
+        "cpu = torch.device('cpu')\n"
+        "with flags(cpu, tf32=False):\n"
+        "    assert torch.backends.cudnn.allow_tf32 is False, 'torch.export reads the legacy flag'\n"
+        "    assert torch.backends.cuda.matmul.allow_tf32 is False\n"
+        "    assert torch.backends.cudnn.fp32_precision != 'tf32', 'Inductor conv templates: no TF32'\n"
+        "with flags(cpu, tf32=True):\n"
+        "    assert torch.backends.cudnn.fp32_precision == 'tf32', 'what Inductor conv templates read'\n"
+        "    assert torch.backends.cuda.matmul.fp32_precision == 'tf32'\n"
+        "assert torch.backends.cuda.matmul.fp32_precision == 'tf32', 'restored'\n"
+        "with flags(cpu, tf32=False):\n"
+        "    pass\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          timeout=HANG_GUARD * pace_s(), env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

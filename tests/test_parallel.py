@@ -22,10 +22,30 @@ def test_cpu_assignments_are_disjoint(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gpu_assignments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "cuda_count", lambda: 4)
+    # two GPUs on each of two NUMA nodes (CPUs 0-7 and 8-15), as the kernel's local_cpulist says
+    nodes = [tuple(range(0, 8)), tuple(range(0, 8)), tuple(range(8, 16)), tuple(range(8, 16))]
+    monkeypatch.setattr(parallel, "gpu_local_cpulists", lambda n: nodes[:n])
+    assert [parallel.assign("cuda", 4, i).cpus for i in range(4)] == [(0, 1, 2, 3), (4, 5, 6, 7),
+                                                                      (8, 9, 10, 11), (12, 13, 14, 15)]
     assert [parallel.assign("cuda", 4, i).device for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
     assert parallel.assign("auto", 2, 1).device == "cuda:1"
     assert "5 workers but 4 GPU(s)" in parallel.assign("cuda", 5, 0).reason
     assert "names one GPU" in parallel.assign("cuda:1", 2, 0).reason
+
+
+def test_gpu_local_cpus_from_sysfs(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import torch
+
+    assert parallel.parse_cpulist("0-3,8-9,12\n") == (0, 1, 2, 3, 8, 9, 12)
+    device = tmp_path / "0000:17:00.0"
+    device.mkdir()
+    (device / "local_cpulist").write_text("0-1,4\n")
+    props = type("P", (), {"pci_domain_id": 0, "pci_bus_id": 0x17, "pci_device_id": 0})()
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: [0, 1, 2])
+    assert parallel.gpu_local_cpulists(1, sysfs=str(tmp_path)) == [(0, 1)], "only CPUs this process may use"
+    assert parallel.gpu_local_cpulists(1, sysfs=str(tmp_path / "none")) == [None]
+    assert parallel.gpu_cpu_slices([None, (0, 1)]) == [None, (0, 1)]
 
 
 def test_worker_benchmark_round_trip() -> None:

@@ -361,22 +361,69 @@ def _released(_: Any) -> Any:
     raise RuntimeError("this runner was released")
 
 
+# torch's new TF32 API (torch >= 2.9): objects whose ``fp32_precision`` decides TF32. Reading a legacy
+# ``allow_tf32`` flag raises ("mix of the legacy and new APIs") once the new API set them differently.
+_FP32_PRECISION = (("cuda", "matmul"), ("cudnn",), ("cudnn", "conv"), ("cudnn", "rnn"))
+
+
+def _precision_targets(torch: Any) -> list[Any]:
+    """Objects with an ``fp32_precision`` attribute; empty on torch without the new API."""
+    targets = []
+    for path in _FP32_PRECISION:
+        obj = torch.backends
+        for part in path:
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            targets.append(obj)
+    return targets
+
+
+def _tf32_state(torch: Any) -> tuple[str, tuple[Any, ...]]:
+    """The TF32 settings to restore: the legacy flags, or the new API's values where reading the legacy
+    flags raises because someone in this process used the new API."""
+    try:
+        return "legacy", (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:
+        return "new", tuple(t.fp32_precision for t in _precision_targets(torch))
+
+
+def _set_tf32(torch: Any, tf32: bool) -> None:
+    """TF32 on or off for cuDNN and cuBLAS. The legacy setters never raise and leave both APIs consistent
+    (torch's own code, torch.export included, still reads the legacy flags); with TF32 on, the cuDNN
+    backend-level ``fp32_precision``, which Inductor's Triton convolution templates read, is set too."""
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    if tf32 and hasattr(torch.backends.cudnn, "fp32_precision"):
+        torch.backends.cudnn.fp32_precision = "tf32"
+
+
+def _restore_tf32(torch: Any, state: tuple[str, tuple[Any, ...]]) -> None:
+    kind, values = state
+    if kind == "legacy":
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = values
+    else:
+        for target, value in zip(_precision_targets(torch), values, strict=True):
+            target.fp32_precision = value
+
+
 @contextlib.contextmanager
 def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
-    """Set TF32 and cuDNN flags (restored afterwards) and enter inference mode."""
+    """Set TF32 (strict FP32 unless ``tf32``) and cuDNN autotuning, restored afterwards, and enter
+    inference mode. Works whichever TF32 API (legacy ``allow_tf32`` or ``fp32_precision``) the rest of
+    the process used."""
     import torch  # heavy, optional
 
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn = torch.backends.cudnn
+    state, benchmark = _tf32_state(torch), cudnn.benchmark
     try:
-        cudnn.allow_tf32 = tf32
-        matmul.allow_tf32 = tf32
+        _set_tf32(torch, tf32)
         # Fixed input shapes: let cuDNN pick the fastest algorithms (warm-up pays for it).
         cudnn.benchmark = device.type == "cuda"
         with torch.inference_mode():
             yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+        cudnn.benchmark = benchmark
+        _restore_tf32(torch, state)
 
 
 def torch_memory_format(plan: Plan) -> Any:

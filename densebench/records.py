@@ -605,7 +605,8 @@ class Outcome(Record):
     throughput_samples_per_s: float | None = _field("as in the benchmark's extra_info", unit="images/s",
                                                     optional=True)
     latency_ms: Latency | None = _field("as in the benchmark's extra_info", optional=True)
-    peak_memory_mb: float | None = _field("device peak allocated on GPU, process peak RSS on CPU", unit="MiB",
+    peak_memory_mb: float | None = _field("inclusive device peak on GPU (memory.device_inclusive_peak_mb), process "
+                                          "peak RSS on CPU", unit="MiB",
                                           optional=True)
     precision: str | None = _field("as in the benchmark's extra_info", optional=True)
     build_s: float | None = _field("build time charged to this benchmark", unit="s", optional=True)

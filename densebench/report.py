@@ -369,7 +369,7 @@ def _plot_speedup(f: _Figures, records: list[Record]) -> None:
 
 
 def _plot_memory_tradeoff(f: _Figures, records: list[Record]) -> None:
-    """images/s vs peak memory in MB (device allocation on GPU, process RSS on CPU), points labelled by batch."""
+    """images/s vs peak memory in MB (inclusive device memory on GPU, process RSS on CPU), points labelled by batch."""
     fig, axes = f.grid("Peak memory vs throughput (up and left is better)")
     for ax, label in zip(axes, f.labels, strict=True):
         recs = [r for r in records if r.run.label == label and r.peak_memory_mb]
@@ -379,7 +379,7 @@ def _plot_memory_tradeoff(f: _Figures, records: list[Record]) -> None:
             for r in group:
                 ax.annotate(f"bs{r.batch_size}", (r.peak_memory_mb, r.throughput), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
-        _label_axes(ax, label, "peak memory, MB (device on GPU, process RSS on CPU)", "images / s")
+        _label_axes(ax, label, "peak memory, MB (device incl. non-torch on GPU, process RSS on CPU)", "images / s")
     f.save(fig, "memory_tradeoff")
 
 

@@ -255,3 +255,38 @@ def test_tf32_flags_after_the_new_fp32_precision_api_was_used() -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
                           timeout=HANG_GUARD * pace_s(), env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_tensorrt_timing_cache_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each build works on a private copy; the shared file is only ever replaced whole (os.replace)."""
+    from densebench.optimizations import BuildContext
+    from densebench.optimizations.tensorrt import private_timing_cache
+
+    ctx = BuildContext(device=None, cache_dir=tmp_path)
+    shared = tmp_path / "tensorrt" / "timing.cache"
+    monkeypatch.setattr(os, "getpid", lambda: 101)
+    with private_timing_cache(ctx) as first:
+        assert first is not None and first.name == "timing.cache.101.tmp"
+        monkeypatch.setattr(os, "getpid", lambda: 202)  # a second worker builds meanwhile
+        with private_timing_cache(ctx) as second:
+            second.write_bytes(b"worker 202")
+        assert shared.read_bytes() == b"worker 202"
+        first.write_bytes(b"worker 101, longer")
+        assert shared.read_bytes() == b"worker 202", "never a half-written shared file"
+    assert shared.read_bytes() == b"worker 101, longer"
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["timing.cache"], "no private copy left behind"
+    with private_timing_cache(ctx) as third:
+        assert third.read_bytes() == b"worker 101, longer", "a build starts from the shared cache"
+
+
+def test_benchmark_workflow_keeps_its_baseline_and_runs_the_venv_path() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "benchmark.yml").read_text())
+    steps = workflow["jobs"]["gpu"]["steps"]
+    cached = [s["with"]["path"] for s in steps if str(s.get("uses", "")).startswith("actions/cache")]
+    assert cached == ["results/.benchmarks", "results/.benchmarks"], "restored and saved where the run stores it"
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert "./build_and_run.sh --gpu-enabled true --docker false --output-dir results" in runs
+    assert ".venv/bin/densebench compare" in runs, "the venv the --docker false path creates"
+    assert "find results/.benchmarks" in runs

@@ -164,8 +164,9 @@ def _device(errors: Errors, flag: str, text: str) -> str:
         import torch  # heavy, optional: only when CUDA was asked for
 
         if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "no NVIDIA driver or GPU is visible")
+            from .doctor import gpu_blocker  # runs nvidia-smi: only on this error path
+
+            why = gpu_blocker() or "torch sees no CUDA device"
             errors.append(f"{flag}: {text!r} was requested but CUDA is not available here "
                           f"({why}); use --densebench-device cpu or auto")
         elif index >= torch.cuda.device_count():

@@ -290,3 +290,18 @@ def test_benchmark_workflow_keeps_its_baseline_and_runs_the_venv_path() -> None:
     assert "./build_and_run.sh --gpu-enabled true --docker false --output-dir results" in runs
     assert ".venv/bin/densebench compare" in runs, "the venv the --docker false path creates"
     assert "find results/.benchmarks" in runs
+
+
+def test_device_cuda_with_an_old_driver_names_the_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--densebench-device cuda said 'torch sees no CUDA GPU', sending users to the wrong place."""
+    cuda = _torch_cuda_major()
+    if not cuda.startswith(("12.", "13.")):
+        pytest.skip(f"torch here is built for CUDA {cuda}")
+    from densebench.errors import SettingsError
+    from densebench.settings import Settings
+
+    env = _fakes(tmp_path, "470.256.02")  # older than any CUDA 12 or 13 build allows
+    monkeypatch.setenv("PATH", env["PATH"])
+    with pytest.raises(SettingsError, match=r"NVIDIA driver 470\.256\.02 is too old for this torch, which is built "
+                                            rf"for CUDA {cuda}.*--densebench-device cpu or auto"):
+        Settings.from_mapping({"device": "cuda"})

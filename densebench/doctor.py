@@ -273,10 +273,13 @@ def onnxruntime_check(cuda_build: str | None) -> Check:
                  "(use_tf32=0), 'onnxruntime+tf32' allows TF32")
 
 
-def tensorrt_checks() -> list[Check]:
-    """Torch-TensorRT and ModelOpt (with the two packages ModelOpt imports without declaring them)."""
+def tensorrt_checks(cuda_build: str | None = None) -> list[Check]:
+    """Torch-TensorRT (its torch release, its TensorRT's CUDA major) and ModelOpt (with the two packages
+    it imports without declaring them)."""
     trt, torch_v = _version("torch-tensorrt"), _version("torch")
     out = []
+    trt_cuda = [d[-2:] for d in ("tensorrt-cu11", "tensorrt-cu12", "tensorrt-cu13") if _version(d)]
+    major = cuda_build.split(".")[0] if cuda_build else None
     if trt is None:
         out.append(Check("torch-tensorrt", "missing", "not installed: 'tensorrt*' are skipped",
                          "pip install 'densebench[gpu]' (pulls the torch-tensorrt release that matches your torch)"))
@@ -284,6 +287,11 @@ def tensorrt_checks() -> list[Check]:
         pair = ".".join(trt.split(".")[:2])
         out.append(Check("torch-tensorrt", "mismatch", f"torch-tensorrt {trt} is for torch {pair}, torch is {torch_v}",
                          f"pip install 'torch-tensorrt=={torch_v.split('+')[0]}'"))
+    elif major and trt_cuda and major not in trt_cuda:
+        out.append(Check("torch-tensorrt", "mismatch", f"TensorRT is built for CUDA {', '.join(trt_cuda)} "
+                         f"(tensorrt-cu{trt_cuda[0]}), torch for CUDA {cuda_build}",
+                         f"install the torch-tensorrt/TensorRT build for CUDA {major} (PyPI's torch-tensorrt "
+                         "pulls tensorrt-cu13), or NVIDIA's NGC PyTorch container (docker/Dockerfile)"))
     else:
         out.append(Check("torch-tensorrt", "ok", f"{trt}; 'tensorrt' builds a strict-FP32 engine (TF32 disabled), "
                          "'tensorrt+tf32' a TF32 one, 'tensorrt+fp16' an FP16 one"))
@@ -299,7 +307,7 @@ def all_checks() -> dict[str, list[Check]]:
     """Every check, by section: 'cpu', 'gpu', 'container', 'backends'."""
     cuda_build = torch_cuda()[0]
     return {"cpu": cpu_checks(cpu_flags()), "gpu": gpu_checks(), "container": [container_toolkit()],
-            "backends": [onnxruntime_check(cuda_build), *tensorrt_checks()]}
+            "backends": [onnxruntime_check(cuda_build), *tensorrt_checks(cuda_build)]}
 
 
 def as_json(checks: dict[str, list[Check]]) -> dict[str, list[dict[str, Any]]]:

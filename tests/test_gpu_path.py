@@ -305,3 +305,17 @@ def test_device_cuda_with_an_old_driver_names_the_driver(tmp_path: Path, monkeyp
     with pytest.raises(SettingsError, match=r"NVIDIA driver 470\.256\.02 is too old for this torch, which is built "
                                             rf"for CUDA {cuda}.*--densebench-device cpu or auto"):
         Settings.from_mapping({"device": "cuda"})
+
+
+@pytest.mark.parametrize(("installed", "cuda", "status", "says"), [
+    ({"torch-tensorrt": "2.14.0", "torch": "2.14.1", "tensorrt-cu13": "11.1.0"}, "13.0", "ok", "strict-FP32 engine"),
+    ({"torch-tensorrt": "2.13.0", "torch": "2.14.1", "tensorrt-cu13": "11.0.0"}, "13.0", "mismatch",
+     "torch-tensorrt 2.13.0 is for torch 2.13, torch is 2.14.1"),
+    ({"torch-tensorrt": "2.14.0", "torch": "2.14.1+cu126", "tensorrt-cu13": "11.1.0"}, "12.6", "mismatch",
+     "TensorRT is built for CUDA 13 (tensorrt-cu13), torch for CUDA 12.6"),
+])
+def test_torch_tensorrt_must_match_torch_and_its_cuda(monkeypatch: pytest.MonkeyPatch, installed: dict[str, str],
+                                                      cuda: str, status: str, says: str) -> None:
+    monkeypatch.setattr(doctor, "_version", installed.get)
+    check = doctor.tensorrt_checks(cuda)[0]
+    assert check.status == status and says in check.detail, check

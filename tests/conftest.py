@@ -9,7 +9,12 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy  # noqa: F401  (see below)
 import pytest
+
+# pytester's in-process runs put sys.modules back as they found it afterwards; numpy 2 refuses
+# to be imported a second time in one process, so the first in-process run that imports it
+# would break every later one. Imported here, it is part of what pytester restores.
 
 pytest_plugins = ["pytester"]
 

@@ -4,6 +4,6 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-"$repo/scripts/bootstrap.sh" "$repo/.venv" "test,onnxruntime,openvino,int8,report"
+"$repo/scripts/bootstrap.sh" "$repo/.venv" "test,onnxruntime,openvino,int8,report,store"
 "$repo/scripts/lint.sh"
 "$repo/.venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

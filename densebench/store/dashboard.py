@@ -42,7 +42,8 @@ def _plot(plt: Any, group: list[history.Series], run_index: dict[int, int], path
             ax.annotate(f"{st.change:+.1%}\n(conf {st.confidence:.2f})", (x, st.median_after), fontsize=7,
                         color=colour, xytext=(4, 4), textcoords="offset points")
     metric = schema.METRICS[group[0].metric]
-    ax.set_xlabel("run (oldest first)")
+    ax.set_xlabel("run number (oldest first; as in `densebench history`)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"{group[0].metric} ({metric.unit})", fontsize=8)
     ax.set_title(f"batch size {group[0].batch_size}: {group[0].metric} "
                  f"({'higher' if metric.higher_is_better else 'lower'} is better)", fontsize=10)
@@ -109,17 +110,20 @@ def machine_page(plt: Any, machine: history.Machine, series: list[history.Series
     doc = Doc()
     doc.add("h1", f"densebench history: {machine.title}")
     doc.add("p", f"Machine key {machine.key} (CPU model and core count, GPU names and UUIDs, driver "
-                 f"{machine.driver_version or 'none'}, label '{machine.label}'); first seen as host {machine.node}. "
+                 f"{machine.driver_version or 'none'}, label {machine.label or 'none'}); first seen as host "
+                 f"{machine.node}. "
                  "[All machines](index.html)")
     _ranking(doc, series)
     _changes(doc, series)
     doc.add("h2", "Trends")
     started = {p.run_id: p.started_at for s in series for p in s.points}
-    run_index = {run_id: i for i, run_id in enumerate(sorted(started, key=lambda r: (started[r], r)))}
+    # numbered from 1, as `densebench history` numbers them ("change point at run 7")
+    run_index = {run_id: i for i, run_id in enumerate(sorted(started, key=lambda r: (started[r], r)), 1)}
     groups: dict[tuple[str, int], list[history.Series]] = defaultdict(list)
     for s in series:
         groups[(s.metric, s.batch_size)].append(s)
-    for (metric, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    order = {name: i for i, name in enumerate(schema.METRICS)}  # throughput first, as history lists them
+    for (metric, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][1], order[kv[0][0]])):
         name = f"{slug}-{metric}-bs{batch}.png"
         _plot(plt, group, run_index, out / name)
         doc.add("img", (name, f"{metric} at batch size {batch}, one point per run"))

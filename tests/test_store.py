@@ -76,6 +76,11 @@ def test_ingest_is_idempotent_and_keeps_machines_apart(store_url: str, tmp_path:
     base = TEMPLATE["benchmarks"][0]["extra_info"]["throughput_samples_per_s"]
     assert by_machine[("AMD EPYC", 1)] == pytest.approx([base, 0.97 * base, 1.02 * base])
     assert by_machine[("Intel Xeon Platinum 8480+", 1)] == pytest.approx([base])
+    (cpu,) = [s for s in history.load_series(engine, ("cpu_ms_per_image",), "2f4c") if s.batch_size == 8]
+    bench = next(b for b in TEMPLATE["benchmarks"] if b["param"] == "baseline-bs8")
+    images = bench["stats"]["rounds"] * bench["stats"]["iterations"] * 8
+    expected = 1000 * bench["extra_info"]["cpu"]["process_cpu_s"] / images
+    assert [p.value for p in cpu.points] == pytest.approx([expected] * 3)
 
 
 def test_a_run_and_its_journal_are_one_run(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,11 +95,11 @@ def test_ingest_is_transactional(store_url: str, tmp_path: Path, monkeypatch: py
     calls = []
     real = ingest.metric_values
 
-    def fail_second(info, record):
+    def fail_second(bench, record):
         calls.append(record)
         if len(calls) == 2:
             raise RuntimeError("disk on fire")
-        return real(info, record)
+        return real(bench, record)
 
     monkeypatch.setattr(ingest, "metric_values", fail_second)
     engine = schema.open_store(store_url)
@@ -173,7 +178,7 @@ def test_dashboard(store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Latest ranking" in page and "REGRESSION" in page and "-20.0%" in page
     assert f'href="{(tmp_path / "report.html").as_uri()}"' in page
     plots = sorted(out.glob("*.png"))
-    assert len(plots) == 6  # batch sizes 1 and 8 x throughput, p99, peak memory (no energy on this CPU)
+    assert len(plots) == 8  # batch sizes 1 and 8 x throughput, p99, peak memory, CPU time (no energy on this CPU)
     assert all(p.name in page and p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 

@@ -33,11 +33,15 @@ def test_three_runs_give_three_points(store_url: str, tmp_path: Path, capsys: py
         assert "densebench: results store " in proc.stdout and ": 1 benchmark(s)" in proc.stdout, proc.stdout[-3000:]
     assert main(["store", "ingest", str(out / "results.json"), "--densebench-store", store_url]) == 0
     assert "already in the store: skipped" in capsys.readouterr().out
+    autosaves = sorted((tmp_path / ".benchmarks").rglob("*.json"))
+    assert len(autosaves) == 3
+    assert main(["store", "ingest", str(tmp_path / ".benchmarks"), "--densebench-store", store_url]) == 0
+    assert capsys.readouterr().out.count("already in the store: skipped") == 3  # the same three runs
     assert main(["history", "--fail-on-regression", "--densebench-store", store_url]) == 0
     text = capsys.readouterr().out
-    for metric in ("throughput_samples_per_s", "latency_p99_ms", "peak_memory_mb"):
+    for metric in ("throughput_samples_per_s", "latency_p99_ms", "peak_memory_mb", "cpu_ms_per_image"):
         assert f"baseline bs1 {metric}: 3 point(s)" in text, text
-    assert "3 series, 0 change point(s)" in text  # no energy reading on this CPU: 3 series, not 4
+    assert "4 series, 0 change point(s)" in text  # no energy reading on this CPU: 4 series, not 5
 
 
 def test_an_unreachable_store_is_a_warning(run_suite) -> None:

@@ -62,7 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     history = sub.add_parser("history", help="series over runs and change points per machine (exit 1 on regression "
                                              "with --fail-on-regression)")
     history.add_argument("--metrics", type=_metrics, default=None,
-                         help="comma list of metrics (default: throughput, p99 latency, peak memory, energy/image)")
+                         help="comma list of metrics (default: throughput, p99 latency, peak memory, energy and CPU "
+                              "time per image)")
     history.add_argument("--machine", help="only this machine (a key prefix or a label)")
     history.add_argument("--threshold", type=_fraction, default=0.05,
                          help="smallest step that is flagged, e.g. 0.05 or 5%% (default 5%%)")

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, select
 
 from . import changepoints, schema
 
-DEFAULT_METRICS = ("throughput_samples_per_s", "latency_p99_ms", "peak_memory_mb", "energy_per_image_j")
+DEFAULT_METRICS = ("throughput_samples_per_s", "latency_p99_ms", "peak_memory_mb", "energy_per_image_j",
+                   "cpu_ms_per_image")
 
 
 @dataclass(frozen=True)

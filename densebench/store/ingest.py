@@ -95,13 +95,18 @@ def _when(doc: dict[str, Any]) -> datetime.datetime:
     return when
 
 
-def metric_values(info: dict[str, Any], record: Any) -> dict[str, float]:
-    """The :data:`schema.METRICS` of one benchmark: ``record`` is report.records_from's (throughput,
-    latency, memory, energy, setup), ``info`` the raw ``extra_info`` (parity). Missing ones are left out."""
+def metric_values(bench: dict[str, Any], record: Any) -> dict[str, float]:
+    """The :data:`schema.METRICS` of one saved benchmark: ``record`` is report.records_from's (throughput,
+    latency, memory, energy, setup); parity and CPU time come from the raw ``extra_info`` and ``stats``
+    (images timed = rounds x iterations x batch size). Missing ones are left out."""
+    info, stats = bench["extra_info"], bench.get("stats") or {}
     parity = info.get("parity") or {}
+    cpu_s = (info.get("cpu") or {}).get("process_cpu_s")
+    images = stats.get("rounds", 0) * stats.get("iterations", 1) * record.batch_size
     values = {"throughput_samples_per_s": record.throughput, "latency_p50_ms": record.p50_ms,
               "latency_p99_ms": record.p99_ms, "peak_memory_mb": record.peak_memory_mb,
-              "energy_per_image_j": record.energy_per_image_j, "setup_s": record.setup_s,
+              "energy_per_image_j": record.energy_per_image_j,
+              "cpu_ms_per_image": 1000 * cpu_s / images if cpu_s and images else None, "setup_s": record.setup_s,
               "parity_top1_agreement": parity.get("top1_agreement"), "parity_logit_error": parity.get("logit_error")}
     return {name: float(value) for name, value in values.items() if value is not None}
 
@@ -153,7 +158,7 @@ def _insert_benchmarks(conn: Connection, run_id: int, doc: dict[str, Any], sourc
             precision=record.precision, parity_passed=record.parity_passed,
             rounds=(bench.get("stats") or {}).get("rounds")).returning(schema.benchmarks.c.id)).scalar_one()
         rows = [{"benchmark_id": bench_id, "name": name, "value": value, "unit": schema.METRICS[name].unit}
-                for name, value in metric_values(info, record).items()]
+                for name, value in metric_values(bench, record).items()]
         conn.execute(schema.metrics.insert(), rows)
         count += 1
     for outcome in (doc.get("densebench") or {}).get("outcomes") or []:

@@ -68,6 +68,8 @@ METRICS: dict[str, Metric] = {
     "latency_p99_ms": Metric("ms", False, "99th percentile round time"),
     "peak_memory_mb": Metric("MiB", False, "device peak on GPU, process RSS peak on CPU"),
     "energy_per_image_j": Metric("J/image", False, "GPU (NVML) or CPU energy over the images timed"),
+    "cpu_ms_per_image": Metric("ms/image", False, "process CPU time (user + system) per image over the timed "
+                               "rounds: on a shared CPU, the figure other processes disturb least"),
     "setup_s": Metric("s", False, "build + warm-up (untimed)"),
     "parity_top1_agreement": Metric("fraction", True, "top-1 agreement with the baseline"),
     "parity_logit_error": Metric("ratio", False, "logit error relative to the between-image spread"),

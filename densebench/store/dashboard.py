@@ -10,6 +10,7 @@ the JSON. Plots are matplotlib PNGs (the ``report`` extra); pages are report.Doc
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from ..report import Doc
 from . import history, schema
 
-_COLOURS = {"regression": "#c62828", "improvement": "#2e7d32", "not flagged": "#9e9e9e"}
+_COLOURS = {"regression": "#c62828", "improvement": "#2e7d32", "not flagged": "#616161"}
 
 
 def _kind(change: history.ChangePoint) -> str:
@@ -42,7 +43,7 @@ def _plot(plt: Any, group: list[history.Series], run_index: dict[int, int], path
             ax.annotate(f"{st.change:+.1%}\n(conf {st.confidence:.2f})", (x, st.median_after), fontsize=7,
                         color=colour, xytext=(4, 4), textcoords="offset points")
     metric = schema.METRICS[group[0].metric]
-    ax.set_xlabel("run number (oldest first; as in `densebench history`)")
+    ax.set_xlabel("run number (oldest first, as densebench history numbers them)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"{group[0].metric} ({metric.unit})", fontsize=8)
     ax.set_title(f"batch size {group[0].batch_size}: {group[0].metric} "
@@ -52,6 +53,11 @@ def _plot(plt: Any, group: list[history.Series], run_index: dict[int, int], path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _commit(commit: str | None) -> str:
+    """A git commit id shortened; pytest-benchmark's 'unversioned' (no git) and the like as they are."""
+    return commit[:10] if commit and re.fullmatch(r"[0-9a-f]{40}", commit) else commit or "-"
 
 
 def _report_link(source: str | None) -> str:
@@ -85,7 +91,7 @@ def _runs_table(doc: Doc, series: list[history.Series]) -> None:
         for p in s.points:
             runs.setdefault(p.run_id, p)
     doc.add("h2", f"Runs ({len(runs)})")
-    rows = [[p.started_at.strftime("%Y-%m-%d %H:%M"), p.run_name or p.run_id, (p.git_commit or "-")[:10],
+    rows = [[p.started_at.strftime("%Y-%m-%d %H:%M"), p.run_name or p.run_id, _commit(p.git_commit),
              p.torch_version or "-", p.image_size or "-", _report_link(p.source)]
             for p in sorted(runs.values(), key=lambda p: (p.started_at, p.run_id), reverse=True)]
     doc.add("table", (["when (UTC)", "run", "commit", "torch", "image size", "report"], rows))

@@ -200,3 +200,16 @@ def test_the_store_password_never_reaches_the_saved_settings() -> None:
     assert settings.store == "postgresql://bench:s3cret@db.example:5432/results"
     assert settings.as_dict()["store"] == "postgresql://bench:***@db.example:5432/results"
     assert redact_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+
+
+def test_a_change_a_run_away_from_its_cause_names_the_cause(store_url: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """As in the replay on this machine: the first 235 px run happened to be measured in a quiet moment."""
+    factors = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.0, 0.85, 0.86, 0.84, 0.85, 0.86]
+    paths = write_docs(tmp_path, factors, [224] * 6 + [235] * 6)
+    assert main(["store", "ingest", *map(str, paths), "--densebench-store", store_url]) == 0
+    capsys.readouterr()
+    assert main(["history", "--metrics", "throughput_samples_per_s", "--densebench-store", store_url]) == 0
+    out = capsys.readouterr().out
+    assert "change point at run 8:" in out
+    assert "changed: nothing recorded here; nearby before run 7: image_size 224 -> 235" in out

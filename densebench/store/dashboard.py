@@ -105,7 +105,7 @@ def _changes(doc: Doc, series: list[history.Series]) -> None:
         return
     rows = [[s.name, _kind(c).upper() if c.regression else _kind(c), f"{c.step.change:+.1%}",
              f"{c.step.confidence:.3f}", c.before.run_name or c.before.run_id, c.after.run_name or c.after.run_id,
-             "; ".join(f"{k} {a} → {b}" for k, (a, b) in c.changed.items()) or "-"] for s, c in found]
+             c.described("→")] for s, c in found]
     doc.add("table", (["series", "verdict", "step", "confidence", "last run before", "first run after", "changed"],
                       rows))
 

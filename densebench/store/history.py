@@ -63,6 +63,19 @@ class ChangePoint:
     changed: dict[str, tuple[Any, Any]]  # what differs between the two runs: name -> (before, after)
     flagged: bool  # confident and at least the threshold
     regression: bool  # flagged, and the worse way for this metric
+    # What changed between consecutive runs near the change point (run number -> differences), for a
+    # change that noise placed a run or two away from its cause.
+    nearby: dict[int, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
+
+    def described(self, arrow: str = "->") -> str:
+        """What changed, in words: at the change point, else near it, else 'nothing recorded'."""
+        def words(diff: dict[str, tuple[Any, Any]]) -> str:
+            return "; ".join(f"{k} {a} {arrow} {b}" for k, (a, b) in diff.items())
+
+        if self.changed:
+            return words(self.changed)
+        near = [f"before run {number}: {words(diff)}" for number, diff in self.nearby.items()]
+        return ("nothing recorded here; nearby " + ", ".join(near)) if near else "nothing recorded"
 
 
 @dataclass
@@ -154,14 +167,23 @@ def analyse(engine: Engine, series: list[Series], threshold: float = 0.05, confi
         if min(values, default=0) <= 0:
             continue  # the log scale needs positive values (a 0 W energy reading, say)
         found += [(s, step) for step in changepoints.steps(values, min_runs, seed=seed)]
-    context = run_context(engine, {p.run_id for s, st in found for p in (s.points[st.index - 1], s.points[st.index])})
+    near = {(id(s), st.index): _neighbours(len(s.points), st.index, min_runs) for s, st in found}
+    context = run_context(engine, {s.points[k].run_id for s, st in found
+                                   for j in (st.index, *near[(id(s), st.index)]) for k in (j - 1, j)})
     for s, step in found:
         before, after = s.points[step.index - 1], s.points[step.index]
         flagged = step.confidence >= confidence and abs(step.change) >= threshold
         worse = (step.change < 0) == schema.METRICS[s.metric].higher_is_better
+        nearby = {k + 1: diff for k in near[(id(s), step.index)] if k > 0 and k != step.index
+                  and (diff := differences(s.points[k - 1], s.points[k], context))}
         s.changes.append(ChangePoint(step, before, after, differences(before, after, context), flagged,
-                                     flagged and worse))
+                                     flagged and worse, nearby))
     return series
+
+
+def _neighbours(n: int, index: int, min_runs: int) -> range:
+    """Run indices whose boundary with the run before is within ``min_runs - 1`` of a change at ``index``."""
+    return range(max(1, index - min_runs + 1), min(n, index + min_runs))
 
 
 def _run_label(p: Point) -> str:
@@ -172,7 +194,7 @@ def change_lines(change: ChangePoint, metric: str) -> list[str]:
     st = change.step
     unit = schema.METRICS[metric].unit
     verdict = "REGRESSION" if change.regression else ("improvement" if change.flagged else "not flagged")
-    changed = "; ".join(f"{k} {a} -> {b}" for k, (a, b) in change.changed.items()) or "nothing recorded"
+    changed = change.described()
     return [f"    change point at run {st.index + 1}: {st.change:+.1%} ({st.median_before:.4g} -> "
             f"{st.median_after:.4g} {unit}, medians of {st.before[1] - st.before[0]} and "
             f"{st.after[1] - st.after[0]} runs), "

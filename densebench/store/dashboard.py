@@ -10,6 +10,7 @@ the JSON. Plots are matplotlib PNGs (the ``report`` extra); pages are report.Doc
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -40,8 +41,9 @@ def _plot(plt: Any, group: list[history.Series], run_index: dict[int, int], path
             ax.axvline(x, color=colour, linestyle="-", linewidth=1.5, alpha=0.8)
             for (lo, hi), level in ((st.before, st.median_before), (st.after, st.median_after)):
                 ax.hlines(level, xs[lo], xs[hi - 1], colors=line.get_color(), linestyles="dashed", linewidth=1)
-            ax.annotate(f"{st.change:+.1%}\n(conf {st.confidence:.2f})", (x, st.median_after), fontsize=7,
+            ax.annotate(f"{st.change:+.1%}\n(conf {st.confidence:.3f})", (x, st.median_after), fontsize=7,
                         color=colour, xytext=(4, 4), textcoords="offset points")
+    _mark_changes(ax, group[0].points, run_index)
     metric = schema.METRICS[group[0].metric]
     ax.set_xlabel("run number (oldest first, as densebench history numbers them)")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -53,6 +55,22 @@ def _plot(plt: Any, group: list[history.Series], run_index: dict[int, int], path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_MARKED = ("image_size", "precision", "torch_version", "git_commit")  # changes drawn on the trend plots
+
+
+def _mark_changes(ax: Any, points: list[history.Point], run_index: dict[int, int]) -> None:
+    """A dotted line and a label where the image size, precision, torch or commit changed between runs."""
+    for prev, point in itertools.pairwise(points):
+        diff = [f"{name.replace('_version', '')} {_commit(str(getattr(prev, name)))}→"
+                f"{_commit(str(getattr(point, name)))}" for name in _MARKED
+                if getattr(prev, name) != getattr(point, name)]
+        if diff:
+            x = run_index[point.run_id] - 0.5
+            ax.axvline(x, color="black", linestyle=":", linewidth=1)
+            ax.annotate("\n".join(diff), (x, 1), xycoords=("data", "axes fraction"), fontsize=7, ha="right",
+                        va="top", xytext=(-3, -3), textcoords="offset points")
 
 
 def _commit(commit: str | None) -> str:

@@ -195,6 +195,20 @@ def test_bad_store_urls_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureF
     assert "127.0.0.1:1" in err and "hunter2" not in err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--confidence", "1.5"], "is not a confidence (allowed: a number between 0 and 1"),
+    (["--min-runs", "0"], "is not a number of runs (allowed: an integer >= 1)"),
+    (["--metrics", "speed"], "unknown metric(s) speed (allowed: throughput_samples_per_s"),
+    (["--threshold", "lots"], ""),
+])
+def test_bad_history_arguments_are_usage_errors(args: list[str], message: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["history", *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_store_password_never_reaches_the_saved_settings() -> None:
     settings = Settings.from_mapping({"store": "postgresql://bench:s3cret@db.example:5432/results"})
     assert settings.store == "postgresql://bench:s3cret@db.example:5432/results"
@@ -213,3 +227,16 @@ def test_a_change_a_run_away_from_its_cause_names_the_cause(store_url: str, tmp_
     out = capsys.readouterr().out
     assert "change point at run 8:" in out
     assert "changed: nothing recorded here; nearby before run 7: image_size 224 -> 235" in out
+
+
+def test_the_machine_key_is_the_hardware_and_the_label_not_the_host() -> None:
+    info = {"node": "runner-1", "cpu_model": "AMD EPYC 9654", "logical_cpus": 192, "driver_version": "580.65",
+            "gpus": [{"index": 0, "name": "NVIDIA L4", "uuid": "GPU-1111", "memory_total_mb": 23034.0}]}
+
+    def key(label: str = "l4", **changes) -> str:
+        return ingest.machine_key(ingest.machine_identity({**info, **changes}, label))
+
+    assert key() == key(node="runner-2", memory_total_mb=1)  # another host name: the same machine
+    others = {key(label="a100"), key(driver_version="590.10"), key(logical_cpus=96),
+              key(gpus=[{"name": "NVIDIA L4", "uuid": "GPU-2222"}]), key(gpus=[])}
+    assert len(others) == 5 and key() not in others

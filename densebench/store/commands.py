@@ -40,13 +40,30 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a confidence (allowed: a number between 0 and 1, "
+                                         "e.g. 0.99)")
+    return value
+
+
+def _min_runs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs (allowed: an integer >= 1)")
+    return int(text)
+
+
 def _metrics(text: str) -> tuple[str, ...]:
     from .schema import METRICS  # optional: the store extra (sqlalchemy)
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or text!r} (allowed: "
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) if unknown else repr(text)} (allowed: "
                                          f"{', '.join(METRICS)})")
     return names
 
@@ -67,8 +84,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     history.add_argument("--machine", help="only this machine (a key prefix or a label)")
     history.add_argument("--threshold", type=_fraction, default=0.05,
                          help="smallest step that is flagged, e.g. 0.05 or 5%% (default 5%%)")
-    history.add_argument("--confidence", type=float, default=0.99, help="smallest confidence flagged (default 0.99)")
-    history.add_argument("--min-runs", type=int, default=3, help="fewest runs on each side of a change (default 3)")
+    history.add_argument("--confidence", type=_confidence, default=0.99,
+                         help="smallest confidence flagged (default 0.99)")
+    history.add_argument("--min-runs", type=_min_runs, default=3,
+                         help="fewest runs on each side of a change (default 3)")
     history.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged")
     dash = sub.add_parser("dashboard", help="static HTML: one page per machine, trends, change points, ranking")
     dash.add_argument("-o", "--output", required=True, help="directory to write (index.html and one page per machine)")

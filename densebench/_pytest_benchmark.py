@@ -109,6 +109,16 @@ def tolerate_storage_failure(config: pytest.Config) -> None:
     storage.save = save_or_warn
 
 
+def saved_json(config: pytest.Config) -> tuple[bool, Path | None]:
+    """(whether pytest-benchmark will save results at all, the ``--benchmark-json`` path or None)."""
+    bs = session(config)
+    if bs is None:
+        return False, None
+    target = bs.json
+    path = None if target is None else Path(target) if isinstance(target, (str, os.PathLike)) else Path(target.name)
+    return bool(path is not None or bs.save or bs.autosave), path
+
+
 def benchmarks_wanted(config: pytest.Config) -> bool:
     """False when the user switched benchmarks off (--benchmark-skip, or --benchmark-disable without -enable)."""
     bs = session(config)

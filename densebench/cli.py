@@ -1,4 +1,5 @@
-"""``densebench`` command line: run | report | show | compare | recover | env | list | data.
+"""``densebench`` command line: run | report | show | compare | recover | env | list | data | store | history |
+dashboard.
 
 ``densebench run`` is the suite with sensible defaults: it runs pytest on the benchmark
 suite (``./benchmarks`` in a checkout, else the copy inside the package), autosaves with
@@ -21,6 +22,7 @@ from .errors import ReportError
 from .optimizations import plan_for, techniques, unavailable_reason
 from .report import build, insights, load_all, table_lines, write
 from .settings import OPTIONS_BY_KEY, override_default
+from .store import commands as store_commands
 from .telemetry import machine_info
 
 
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", default=data_dir, help=f"where to put it (default: {data_dir})")
     data.add_argument("--archive", help="use an already downloaded tiny-imagenet-200.zip")
     data.add_argument("--skip-md5", action="store_true", help="accept an archive whose MD5 differs")
+    store_commands.add_parsers(sub)
     return parser
 
 
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare,
-                "recover": cmd_recover, "show": cmd_show, "env": cmd_env, "list": cmd_list, "data": cmd_data}
+                "recover": cmd_recover, "show": cmd_show, "env": cmd_env, "list": cmd_list, "data": cmd_data,
+                **store_commands.HANDLERS}
     return handlers[args.command](args)
 
 

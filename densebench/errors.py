@@ -49,5 +49,10 @@ class ReportError(DensebenchError, ValueError):
     """A results file that cannot be read, reported on or compared; the message says which and why."""
 
 
+class StoreError(DensebenchError):
+    """The results store cannot be opened, read or written (bad URL, unreachable server, a schema of
+    another densebench version); the message names the store (password hidden) and what to do."""
+
+
 __all__ = ["BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
-           "SettingsError", "StackError", "Unavailable", "WeightsError"]
+           "SettingsError", "StackError", "StoreError", "Unavailable", "WeightsError"]

@@ -72,6 +72,7 @@ def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
     for opt in OPTIONS:
         env[opt.env] = value_text(getattr(settings, opt.key))
     env["DENSEBENCH_ISOLATE"] = "false"
+    env["DENSEBENCH_STORE"] = "off"  # the parent stores the whole run once
     env["DENSEBENCH_JOURNAL"] = str(journal_path)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a killed child got
     return env

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -415,6 +416,9 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
 # ---------------------------------------------------------------- documents
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")  # a markdown link, [text](url)
+
+
 @dataclass
 class Doc:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
@@ -441,7 +445,7 @@ class Doc:
 
     def html(self, title: str) -> str:
         def inline(text: str) -> str:
-            parts = html.escape(text).split("**")
+            parts = _LINK.sub(r'<a href="\2">\1</a>', html.escape(text)).split("**")
             return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
         body = []

@@ -212,6 +212,37 @@ def _text(errors: Errors, flag: str, text: str) -> str:
     return text.strip()
 
 
+def _label(errors: Errors, flag: str, text: str) -> str:
+    return "" if text.strip().lower() == "none" else text.strip()
+
+
+STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def parse_store(errors: Errors, flag: str, text: str) -> str | None:
+    """off/none -> None; auto stays 'auto' (:func:`parse` makes it a SQLite file under the output); a URL."""
+    value = text.strip()
+    if value.lower() in ("", "off", "none"):
+        return None
+    if value.lower() == "auto":
+        return "auto"
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in STORE_SCHEMES or (scheme == "sqlite" and not value.startswith("sqlite:///")):
+        errors.append(f"{flag}: {redact_url(value)!r} is not a results store URL (allowed: off, auto, "
+                      "sqlite:///PATH, postgresql://USER@HOST[:PORT]/DATABASE)")
+    return value
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``***`` (for JSON, logs and messages)."""
+    if not url or "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.split("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
 def _unwritable(path: Path) -> str | None:
     """Why ``path`` cannot be used as an output directory (created later, on demand), or None.
 
@@ -321,6 +352,16 @@ OPTIONS: tuple[Option, ...] = (
            "with isolation: seconds one optimization may take", "SECONDS"),
     Option("offline", "false", _bool, "never download anything (auto weights and dataset fall back at once)",
            "never download (auto falls back at once)", "BOOL"),
+    Option("store", "off", parse_store,
+           "results store the run is written to at session end (needs --benchmark-json or --benchmark-autosave; "
+           "a store failure is a warning, the JSON is kept): off, auto (OUTPUT/densebench.sqlite), "
+           "sqlite:///PATH or postgresql://USER@HOST/DB (password: PGPASSWORD or ~/.pgpass)",
+           "results database: `off`, `auto` (`<output>/densebench.sqlite`), `sqlite:///PATH`, "
+           "`postgresql://...` (see docs/fleet.md)", "URL"),
+    Option("machine_label", "none", _label,
+           "a label for this machine in the results store (e.g. the runner group 'l4'); part of the machine key "
+           "with the CPU model, core count, GPU names and UUIDs and driver",
+           "label of this machine in the results store (part of its key)", "LABEL"),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -357,6 +398,8 @@ class Settings:
     isolate: bool
     timeout: int  # seconds
     offline: bool
+    store: str | None  # None (off) or a SQLAlchemy URL
+    machine_label: str
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -366,6 +409,8 @@ class Settings:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
+            if f.name == "store":
+                value = redact_url(value)  # saved JSON never carries a database password
             out[f.name] = value
         return out
 
@@ -443,6 +488,8 @@ def parse(raw: Mapping[str, str]) -> Settings:
         errors.append(str(exc))
         values["optimizations"] = ()
     values["journal"] = values["journal"] or "auto"
+    if values["store"] == "auto":
+        values["store"] = f"sqlite:///{Path(values['output']).expanduser().resolve() / 'densebench.sqlite'}"
     if errors:
         raise SettingsError("invalid densebench configuration:\n  " + "\n  ".join(errors))
     return Settings(**values)

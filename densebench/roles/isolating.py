@@ -55,8 +55,12 @@ class IsolatingParent(Measurer):
         outcome = child.outcomes.get(batch_size)
         if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
             pytest.skip(outcome["reason"])
-        if outcome is not None and outcome["status"] == Status.FAILED:
+        if outcome is not None and outcome["status"] in (Status.FAILED, Status.PARITY_FAILED):
             pytest.fail(outcome["reason"], pytrace=False)
+        if outcome is not None and outcome["status"] == Status.MEASURED:
+            # --benchmark-disable: the child ran the step once, untimed, and checked parity; nothing to save
+            return Measurement({"optimization": optimization, "batch_size": batch_size,
+                                "parity": {"passed": True, "failures": []}})
         status, message = child.failure()
         self.note(Outcome(optimization=optimization, batch_size=batch_size, status=status, reason=message))
         if status == Status.OOM:

@@ -59,7 +59,8 @@ def fill(info: dict[str, Any], benchmarks: Iterable[dict[str, Any]] = ()) -> dic
     ``complete`` stays False when it was False already (a journal without its end marker); otherwise
     it is whether every planned configuration has an outcome. Returns ``info``.
     """
-    outcomes = outcomes_of(info.get("outcomes") or [], benchmarks)
+    outcomes = outcomes_of([o for o in info.get("outcomes") or [] if isinstance(o, dict) and o.get("optimization")],
+                           benchmarks)
     info["outcomes"] = outcomes
     timed = [o for o in outcomes if o.get("status") in TIMED_STATUSES]
     build = sum(o.get("build_s") or 0.0 for o in timed)

@@ -63,15 +63,18 @@ class Option:
 # ---------------------------------------------------------------- parsers
 
 
-def _integer(minimum: int) -> Parser:
+def _integer(minimum: int, why: str = "") -> Parser:
+    """An integer of at least ``minimum``; ``why`` says where that bound comes from."""
+    allowed = f"allowed: an integer >= {minimum}" + (f"; {why}" if why else "")
+
     def parse(errors: Errors, flag: str, text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
-            errors.append(f"{flag}: {text!r} is not an integer (allowed: an integer >= {minimum})")
+            errors.append(f"{flag}: {text!r} is not an integer ({allowed})")
             return minimum
         if value < minimum:
-            errors.append(f"{flag}: {value} is too small (allowed: an integer >= {minimum})")
+            errors.append(f"{flag}: {value} is too small ({allowed})")
         return value
 
     return parse
@@ -252,8 +255,9 @@ OPTIONS: tuple[Option, ...] = (
            "comma list; stacks with `+`; `all`; `best`", "NAMES"),
     Option("batch_sizes", "1,8,32", _batch_sizes, "comma list of positive batch sizes",
            "comma list of positive integers", "N,N,..."),
-    Option("image_size", "224", _integer(32), "input height and width in pixels (>= 32)",
-           "pixels, at least 32", "PIXELS"),
+    Option("image_size", "224", _integer(32, "DenseNet-121 downsamples by 32: below 29 px its last block gets "
+                                             "no pixel, and 32 is the smallest size it divides evenly"),
+           "input height and width in pixels (>= 32)", "pixels, at least 32", "PIXELS"),
     Option("weights", "auto",
            _choice_or_path(("auto", "imagenet", "random"), "file",
                            "auto, imagenet, random, or the path of a DenseNet-121 state dict"),
@@ -270,7 +274,8 @@ OPTIONS: tuple[Option, ...] = (
            "where datasets are downloaded and extracted", "DIR"),
     Option("output", "results", _output, "directory for traces, TensorBoard runs, caches and the results journal",
            "traces, TensorBoard runs, compile caches, journals", "DIR"),
-    Option("eval_samples", "32", _integer(2),
+    Option("eval_samples", "32", _integer(2, "parity's logit error is measured against the spread between "
+                                              "images, which one image does not have"),
            "number of evaluation images for the parity check (>= 2: the logit error is measured against the "
            "spread between images, which one image does not have)",
            "images in the parity evaluation set, at least 2", "N"),

@@ -64,6 +64,10 @@ class ChildRun:
             kind = Status.OOM if -code == signal.SIGKILL else Status.CRASHED
             why = " (SIGKILL: often the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
             return kind, f"{self.optimization}: the child process died with {name}{why}. Log: {self.log}"
+        if code == 0:  # it ended normally, yet its journal has nothing for this batch size
+            return Status.CRASHED, (f"{self.optimization}: the child process finished but its journal has no result "
+                                    f"for this batch size (a journal it could not write is named in its log): "
+                                    f"{tail} (log: {self.log})")
         return Status.CRASHED, (f"{self.optimization}: the child process exited with status {code} before "
                                 f"finishing this batch size: {tail} (log: {self.log})")
 

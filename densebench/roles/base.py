@@ -73,7 +73,7 @@ class Role:
         """pytest-benchmark's JSON, atomically; a failed write is a warning that says where the results are."""
         kept = (f"every result is in the journal {self.journal.path}: 'densebench recover {self.journal.path} -o FILE' "
                 "writes the JSON" if self.journal is not None and self.journal.problem is None
-                else "the terminal summary above is all that is left of this run")
+                else "the terminal summary is all that is left of this run")
         return storage.guarded("results JSON", path, kept, lambda: journal_mod.atomic_write_text(path, text),
                                self.storage_problems.append)
 

@@ -8,7 +8,7 @@ significant (the interval excludes "no change"). A configuration the base measur
 the new run lacks (``missing``, with the new run's reason when it has one) and one whose
 parity passed in the base and fails in the new run (``parity failed``) are flagged too:
 a gate must not pass because the slow or wrong configuration disappeared. Any flag makes
-the exit status 1.
+the exit status 1. A configuration only the new run has is listed as ``not in base``.
 
 Two runs are comparable only when they measured the same thing: the device, the image
 size, the weights, the dataset and the parity settings must agree. Otherwise the
@@ -34,20 +34,20 @@ FLAGGED = ("regression", "missing", "parity failed")  # verdicts that fail the g
 
 @dataclass(frozen=True)
 class Change:
-    """One configuration of the base, and what became of it. Times in ms, throughput in images/s;
-    the ``new_*`` figures and the interval are None for a configuration the new run lacks."""
+    """One configuration of either run, and how it compares. Times in ms, throughput in images/s; the
+    figures of the side that lacks the configuration, the change and the interval are then None."""
 
     optimization: str
     batch_size: int
-    base_median_ms: float
+    base_median_ms: float | None
     new_median_ms: float | None
     change: float | None  # new/base - 1 of the median round time (+ = slower)
     ci_low: float | None
     ci_high: float | None
-    base_throughput: float
+    base_throughput: float | None
     new_throughput: float | None
     # regression | improvement | within threshold | within noise | untested (no raw timings)
-    # | missing | parity failed
+    # | missing | parity failed | not in base
     verdict: str
     note: str = ""  # why: the new run's outcome for a missing configuration, the parity failures
 
@@ -189,6 +189,10 @@ def compare(base_path: Path, new_path: Path, threshold: float = 0.05, confidence
     changes = [_timed(key, base[key], new[key], (base_path, new_path), threshold, confidence, resamples, seed)
                if key in new else _missing(key, base[key], base_path, new_doc)
                for key in sorted(base, key=lambda k: (k[1], k[0]))]
+    changes += [Change(key[0], key[1], None, _median_s(new[key], new_path) * 1e3, None, None, None, None,
+                       key[1] / _median_s(new[key], new_path), "not in base",
+                       "measured only in the new run: nothing to compare it with")
+                for key in sorted(set(new) - set(base), key=lambda k: (k[1], k[0]))]
     if not changes:
         raise ReportError(f"{base_path} has no densebench benchmark to compare")
     return changes
@@ -216,9 +220,9 @@ def markdown(changes: list[Change], base: Path, new: Path, threshold: float, con
         verdict = f"**{c.verdict}**" if c.verdict in ("improvement", *FLAGGED) else c.verdict
         if c.note:
             verdict += f": {c.note}".replace("|", "/")
-        lines.append(f"| {c.optimization} | {c.batch_size} | {c.base_median_ms:.3f} | "
+        lines.append(f"| {c.optimization} | {c.batch_size} | {_num(c.base_median_ms, '.3f')} | "
                      f"{_num(c.new_median_ms, '.3f')} | {_pct(c.change)} | {ci} | "
-                     f"{c.base_throughput:.1f} → {_num(c.new_throughput, '.1f')} | {verdict} |")
+                     f"{_num(c.base_throughput, '.1f')} → {_num(c.new_throughput, '.1f')} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -102,15 +102,17 @@ def test_compare_fails_the_gate_on_a_missing_configuration_and_a_new_parity_fail
     base = result_file(tmp_path / "base.json", [bench("baseline", 1, 10), bench("amp", 1, 8), bench("jit", 1, 9)])
     crashed = {"optimization": "jit", "batch_size": 1, "status": "crashed",
                "reason": "jit: the child died with SIGSEGV"}
-    new = result_file(tmp_path / "new.json", [bench("baseline", 1, 10), bench("amp", 1, 8, passed=False)],
-                      outcomes=[crashed])
+    new = result_file(tmp_path / "new.json", [bench("baseline", 1, 10), bench("amp", 1, 8, passed=False),
+                                              bench("bf16", 1, 7)], outcomes=[crashed])
     changes = {(c.optimization, c.batch_size): c for c in compare_mod.compare(base, new)}
     assert changes[("baseline", 1)].verdict == "within threshold"
     assert changes[("amp", 1)].verdict == "parity failed" and "top-1 agreement 0.500" in changes[("amp", 1)].note
     assert changes[("jit", 1)].verdict == "missing" and "SIGSEGV" in changes[("jit", 1)].note
+    assert changes[("bf16", 1)].verdict == "not in base" and not changes[("bf16", 1)].flagged
     assert main(["compare", str(base), str(new)]) == 1
     out = capsys.readouterr().out
     assert "1 missing, 1 parity failure(s)" in out and "missing: jit at batch 1 (crashed: jit: the child died" in out
+    assert "| bf16 | 1 | — |" in out and "| not in base: measured only in the new run" in out  # listed, not flagged
     # the same configurations, all present and passing: the gate passes
     assert main(["compare", str(base), str(base)]) == 0
 

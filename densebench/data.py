@@ -136,9 +136,8 @@ def download(url: str, dest: Path, md5: str | None = None, *, max_bytes: int = M
             request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 resumed = have and response.status == 206
-                mode = "ab" if resumed else "wb"
                 total = have if resumed else 0
-                with open(part, mode) as fh:
+                with open(part, "ab" if resumed else "wb") as fh:
                     while True:
                         try:
                             block = response.read(1 << 16)

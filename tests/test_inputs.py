@@ -6,6 +6,7 @@ written here; suite runs use the FAST settings. No assertion depends on how fast
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -450,3 +451,34 @@ def test_files_are_utf8_under_an_ascii_locale(tmp_path: Path) -> None:
     assert "Café GPU ✓" in (out / "report.md").read_text(encoding="utf-8")
     assert (out / "note.txt").read_bytes() == "résumé ✓".encode()
     assert storage.ENCODING == "utf-8"
+
+
+def _text_io_without_encoding(tree: ast.AST) -> list[int]:
+    """Lines of open()/os.fdopen()/Path.open()/read_text()/write_text() calls in text mode with no encoding."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        owner = getattr(func.value, "id", "") if isinstance(func, ast.Attribute) else ""
+        if name in ("read_text", "write_text") and isinstance(func, ast.Attribute) and owner != "storage":
+            lines.append(node.lineno)  # storage.write_text is UTF-8 by definition
+        elif name == "fdopen" or (name == "open" and owner not in ("os", "Image", "tarfile", "zipfile")):
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"),
+                                                                None)
+            modes = [mode.body, mode.orelse] if isinstance(mode, ast.IfExp) else [mode]
+            if not all(isinstance(m, ast.Constant) and "b" in str(m.value) for m in modes):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_text_file_the_package_touches_names_its_encoding() -> None:
+    """The whole kind behind the locale test above: no text I/O in densebench/ relies on the locale."""
+    found = {str(path.relative_to(REPO)): lines for path in sorted((REPO / "densebench").rglob("*.py"))
+             if (lines := _text_io_without_encoding(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert found == {}, f"text I/O without encoding= (UTF-8 whatever the locale, see storage.py): {found}"
+    sample = ("open(p)\nopen(p, 'rb')\nopen(p, 'w', encoding='utf-8')\nos.open(p, 1)\nPath(p).read_text()\n"
+              "os.fdopen(fd, 'w')\nImage.open(p)\nopen(p, 'ab' if a else 'wb')\nopen(p, 'a' if a else 'wb')\n"
+              "storage.write_text(p, t)\n")
+    assert _text_io_without_encoding(ast.parse(sample)) == [1, 5, 6, 9], "the scan sees what it must"

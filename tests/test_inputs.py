@@ -188,6 +188,21 @@ def test_results_json_that_cannot_be_written_points_to_the_journal(run_suite, tm
     assert [b["params"]["optimization"] for b in recovered["benchmarks"]] == ["baseline"]
 
 
+def test_isolated_child_without_a_folder_fails_that_optimization_cleanly(run_suite, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "isolated").write_text("a file where the children's folder goes")
+    run = run_suite("--densebench-optimizations=baseline", "--densebench-batch-sizes=1", "--densebench-isolate",
+                    f"--densebench-output={out}")
+    stdout = run.result.stdout.str()
+    assert run.result.ret == 1 and "Traceback" not in stdout, stdout[-3000:]
+    run.result.stdout.fnmatch_lines(["failed: baseline at batch 1: densebench: could not write the isolated child's "
+                                     "log and journal */out/isolated/* (Not a directory); baseline was not started; "
+                                     "choose another --densebench-output"])
+    (journal_path,) = (out / "journals").glob("journal-*.jsonl")  # the outcome is kept like any other
+    assert [o["status"] for o in journal.read(journal_path)["outcomes"]] == ["failed"]
+
+
 def test_report_and_cache_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = result_file(tmp_path / "r.json", [bench("baseline", 1, 10)])
     blocker = tmp_path / "a-file"

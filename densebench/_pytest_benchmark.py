@@ -63,18 +63,20 @@ def add_benchmarks(config: pytest.Config, benchmarks: list[Any]) -> None:
         bs.benchmarks.extend(benchmarks)
 
 
-def write_json_atomically(config: pytest.Config, write_text: Callable[[Path, str], Any]) -> None:
-    """Make pytest-benchmark write its ``--benchmark-json`` file with ``write_text(path, text)``."""
+def write_json_atomically(config: pytest.Config, write_text: Callable[[Path, str], Path | None]) -> None:
+    """Make pytest-benchmark write its ``--benchmark-json`` file with ``write_text(path, text)``, which
+    returns the path written, or None when it could not write (and said so)."""
     bs = session(config)
     if bs is None:
         return
     def save_json(output_json: dict[str, Any]) -> None:
         target = bs.json  # a Path from 5.3 on; before, a file argparse opened ('wb') when parsing options
         path = Path(target) if isinstance(target, (str, os.PathLike)) else Path(target.name)
-        write_text(path, safe_dumps(output_json, ensure_ascii=True, indent=4))
+        written = write_text(path, safe_dumps(output_json, ensure_ascii=True, indent=4))
         if hasattr(target, "close"):
             target.close()
-        bs.logger.info(f"Wrote benchmark data in: {path}", purple=True)
+        if written is not None:
+            bs.logger.info(f"Wrote benchmark data in: {path}", purple=True)
 
     bs.save_json = save_json  # type: ignore[method-assign]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from . import compare, data, doctor, journal
+from . import compare, data, doctor, journal, storage
 from .errors import ReportError
 from .optimizations import plan_for, techniques, unavailable_reason
 from .report import build, insights, load_all, table_lines, write
-from .settings import OPTIONS_BY_KEY, override_default
+from .settings import OPTIONS_BY_KEY, absolute_path, override_default
 from .store import commands as store_commands
 from .telemetry import machine_info
 
@@ -52,7 +52,7 @@ def _storage_args(output: Path, extra: list[str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
-    output = Path(args.output)
+    output = absolute_path(args.output)  # pytest and its children may run in another directory
     output.mkdir(parents=True, exist_ok=True)
     suite, rootdir = suite_path()
     pytest_args = [str(suite), f"--rootdir={rootdir}", "-p", "densebench.plugin", "-p", "no:cacheprovider",
@@ -73,11 +73,14 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     if results.is_file():
         try:
             records = load_all([results])  # parsed once: the file holds every raw round
-            written = write(records, output)
-            print("densebench: " + "\n  ".join(["findings:", *insights(records, None)[:12]]))
-            print(f"densebench: JSON {results}\n            report {written['html']} (and report.md, plots)")
         except ReportError as exc:
             print(f"densebench: no report: {exc}")
+            return code
+        print("densebench: " + "\n  ".join(["findings:", *insights(records, None)[:12]]))
+        written = storage.guarded("report", output, f"the results are in {results}; 'densebench report {results} "
+                                  "-o DIR' writes the report elsewhere", lambda: write(records, output))
+        print(f"densebench: JSON {results}" + (f"\n            report {written['html']} (and report.md, plots)"
+                                                if written else ""))
     return code
 
 
@@ -87,6 +90,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ReportError as exc:
         print(f"densebench report: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the results were read; the report could not be written there
+        print(storage.describe("report", args.output, exc, "nothing was written; choose another directory "
+                               "with -o"), file=sys.stderr)
+        return 2
     for kind, path in written.items():
         print(f"{kind:16s} {path}")
     return 0
@@ -95,13 +102,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     try:
         changes = compare.compare(Path(args.base), Path(args.new), args.threshold, args.confidence,
-                                  args.resamples, args.seed, args.allow_different_devices)
+                                  args.resamples, args.seed, args.allow_different_devices,
+                                  args.allow_different_settings)
     except ReportError as exc:
         print(f"densebench compare: {exc}", file=sys.stderr)
         return 2
     text = compare.markdown(changes, Path(args.base), Path(args.new), args.threshold, args.confidence)
     if args.markdown:
-        Path(args.markdown).write_text(text)
+        storage.guarded("markdown table", args.markdown, "the table is printed below",
+                        lambda: storage.write_text(Path(args.markdown), text))
     print(text)
     print(compare.summary_line(changes))
     return 1 if any(c.flagged for c in changes) else 0
@@ -207,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--latency-budget-ms", type=float, help=OPTIONS_BY_KEY["latency_budget_ms"].help)
     show = sub.add_parser("show", help="a plain-text table of one result file")
     show.add_argument("result", help="pytest-benchmark JSON written by densebench")
-    comp = sub.add_parser("compare", help="significant performance changes between two runs (exit 1 on regression)")
+    comp = sub.add_parser("compare", help="significant performance changes between two runs (exit 1 on a regression, a "
+                          "missing configuration or a new parity failure)")
     comp.add_argument("base", help="baseline JSON")
     comp.add_argument("new", help="new JSON")
     comp.add_argument("--threshold", type=_fraction, default=0.05,
@@ -218,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--markdown", help="also write the markdown table here (for a PR comment)")
     comp.add_argument("--allow-different-devices", action="store_true",
                       help="compare runs from different devices anyway")
+    comp.add_argument("--allow-different-settings", action="store_true",
+                      help="compare runs made with different image size, weights, dataset or parity settings anyway")
     rec = sub.add_parser("recover", help="turn a results journal (e.g. of a crashed run) into pytest-benchmark JSON")
     rec.add_argument("journal", help="journal-*.jsonl from OUTPUT/journals")
     rec.add_argument("-o", "--output", required=True, help="the JSON file to write (atomically)")

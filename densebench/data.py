@@ -136,9 +136,8 @@ def download(url: str, dest: Path, md5: str | None = None, *, max_bytes: int = M
             request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 resumed = have and response.status == 206
-                mode = "ab" if resumed else "wb"
                 total = have if resumed else 0
-                with open(part, mode) as fh:
+                with open(part, "ab" if resumed else "wb") as fh:
                     while True:
                         try:
                             block = response.read(1 << 16)
@@ -236,7 +235,7 @@ def extract_tiny_imagenet(archive: Path, root: Path) -> Path:
                                 "and download it again") from None
         extracted = tmp / TINY_IMAGENET_DIR
         val_annotations(extracted)  # verify before it goes into place
-        (extracted / COMPLETE_MARKER).write_text(f"extracted from {archive.name}\n")
+        (extracted / COMPLETE_MARKER).write_text(f"extracted from {archive.name}\n", encoding="utf-8")
         if root.exists():
             shutil.rmtree(root)
         os.replace(extracted, root)
@@ -251,7 +250,7 @@ def val_annotations(root: Path) -> list[tuple[Path, str]]:
     if not ann.is_file():
         raise DataError(f"{ann} is missing: not a Tiny ImageNet-200 tree")
     pairs: list[tuple[Path, str]] = []
-    for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+    for lineno, line in enumerate(ann.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         cols = line.split("\t")
@@ -273,6 +272,14 @@ def prepare_tiny_imagenet(data_dir: Path, *, download_ok: bool, md5: str = TINY_
     if (root / COMPLETE_MARKER).is_file():
         return root
     archive = data_dir / "tiny-imagenet-200.zip"
+    if root.is_dir() and not archive.is_file():  # extracted by the user (or another tool), no archive beside it
+        try:
+            val_annotations(root)
+        except DataError as exc:
+            raise DataError(f"{root} exists but is not a usable Tiny ImageNet-200 tree: {exc}. Fix it, or delete it "
+                            "and put the official tiny-imagenet-200.zip in its place "
+                            "(densebench data --archive FILE)") from None
+        return root
     if not archive.is_file():
         if not download_ok:
             raise DataError(f"Tiny ImageNet-200 is not in {data_dir} (no {TINY_IMAGENET_DIR}/ and no "
@@ -359,42 +366,98 @@ def _tiny(settings_data_dir: Path, n: int, image_size: int, requested: str, down
     return EvalData(images, labels, info)
 
 
+def image_extensions() -> tuple[str, ...]:
+    """File name endings of every image format this Pillow can open (lower case, with the dot)."""
+    Image.init()
+    return tuple(sorted(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+
+
+def _hidden(name: str) -> bool:
+    """Dot-files and dot-folders: '.ipynb_checkpoints', '.DS_Store', macOS '._x.jpg' resource forks."""
+    return name.startswith(".")
+
+
+def folder_samples(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(image path, class index)]) of an ImageFolder tree ``ROOT/<class>/**/<image>``.
+
+    Like torchvision's ImageFolder, but hidden folders and files are not classes or images, any file
+    Pillow can open by its ending is an image, and files elsewhere (a README at the root, a .txt beside
+    the images) are ignored. Raises DataError naming what is wrong and the layout expected."""
+    common = [e for e in (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".webp") if e in image_extensions()]
+    layout = (f"expected {root}/<class>/<image>, images in a format Pillow opens ({', '.join(common)}, ...); "
+              "hidden folders and files are ignored")
+    try:
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
+    except OSError as exc:
+        raise DataError(f"--densebench-dataset {root}: cannot list it ({exc.strerror or exc}); {layout}") from None
+    endings = image_extensions()
+    samples: list[tuple[Path, int]] = []
+    for index, name in enumerate(classes):
+        for folder, dirs, files in os.walk(root / name, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not _hidden(d))
+            samples += [(Path(folder) / f, index) for f in sorted(files)
+                        if not _hidden(f) and f.lower().endswith(endings)]
+    if not classes or not samples:
+        found = "no class folders" if not classes else f"no images in its {len(classes)} class folder(s)"
+        raise DataError(f"--densebench-dataset {root} holds {found}; {layout}")
+    return classes, samples
+
+
 def _folder(path: Path, n: int, image_size: int, requested: str, seed: int) -> EvalData:
     import torch  # heavy, optional
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # heavy, optional
 
-    try:
-        classes, class_to_idx = find_classes(str(path))
-        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as exc:
-        raise DataError(f"--densebench-dataset {path}: {exc} (expected ROOT/<class>/<image>, images ending in "
-                        f"{', '.join(IMG_EXTENSIONS)})") from None
-    if not samples:
-        raise DataError(f"--densebench-dataset {path} holds no images")
+    classes, samples = folder_samples(path)
     chosen = [samples[i] for i in _pick(len(samples), n, seed)]
-    images = load_images([Path(p) for p, _ in chosen], image_size)
+    images = load_images([p for p, _ in chosen], image_size)
     index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
     labels = None
     label_space = "none"
-    if all(c in index for c in classes):  # folders named by ImageNet synsets: real labels
+    extra: dict[str, Any] = {"classes": len(classes)}
+    others = [c for c in classes if c not in index]
+    if not others:  # folders named by ImageNet synsets: real labels
         labels = torch.tensor([index[classes[c]] for _, c in chosen])
         label_space = "imagenet-1k"
-    info = DatasetInfo(requested, "folder", str(path), None, len(samples), len(chosen), label_space,
-                       extra={"classes": len(classes)})
+    elif len(others) < len(classes):  # some synsets: say which folders are not, so the fix is clear
+        extra["label_reason"] = (f"no ImageNet-1k labels: class folder(s) {_quoted(others)} of {path} are not "
+                                 "ImageNet synsets (like n01443537)")
+    info = DatasetInfo(requested, "folder", str(path), None, len(samples), len(chosen), label_space, extra=extra)
     return EvalData(images, labels, info)
+
+
+def _quoted(names: list[str], limit: int = 5) -> str:
+    return ", ".join(repr(n) for n in names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+MIN_EVAL_IMAGES = 2  # parity's logit error divides by the spread between images: one image has none
+
+
+def _enough(data: EvalData) -> EvalData:
+    """``data``, once it has at least two different images (raises DataError naming the dataset otherwise)."""
+    images = data.images
+    if len(images) < MIN_EVAL_IMAGES or bool((images == images[:1]).all()):
+        where = data.info.path or data.info.source
+        raise DataError(f"{where} gives {len(images)} image(s), {'all alike' if len(images) > 1 else 'one'}: parity "
+                        f"needs at least {MIN_EVAL_IMAGES} different images (its logit error is measured against the "
+                        "spread between images); add images or use another dataset")
+    return data
 
 
 def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
          offline: bool = False) -> EvalData:
-    """Load ``n`` evaluation images for the requested dataset, with auto fallback recorded."""
+    """Load ``n`` evaluation images for the requested dataset, with auto fallback recorded.
+
+    Raises DataError when the dataset cannot be used or gives fewer than two different images."""
+    return _enough(_load(dataset, data_dir, n, image_size, seed, offline))
+
+
+def _load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int, offline: bool) -> EvalData:
     if dataset == "synthetic":
         return EvalData(synthetic(n, image_size, seed), None,
                         DatasetInfo("synthetic", "synthetic", None, None, n, n, "none", extra={"seed": seed}))
     if dataset == "tiny-imagenet":
         return _tiny(data_dir, n, image_size, dataset, download_ok=not offline, seed=seed)
     if dataset == "auto":
-        present = (data_dir / TINY_IMAGENET_DIR / COMPLETE_MARKER).is_file() or \
-            (data_dir / "tiny-imagenet-200.zip").is_file()
+        present = (data_dir / TINY_IMAGENET_DIR).is_dir() or (data_dir / "tiny-imagenet-200.zip").is_file()
         reason = None
         if not present:
             reason = ("offline mode (--densebench-offline)" if offline else reachable(TINY_IMAGENET_URL))
@@ -403,7 +466,7 @@ def load(dataset: str, data_dir: Path, n: int, image_size: int, seed: int = 0,
                 return _tiny(data_dir, n, image_size, "auto", download_ok=not offline, seed=seed)
             except DataError as exc:
                 reason = str(exc)
-        data = load("synthetic", data_dir, n, image_size, seed)
+        data = _load("synthetic", data_dir, n, image_size, seed, offline)
         data.info.requested = "auto"
         data.info.fallback_reason = f"Tiny ImageNet-200 unavailable: {reason}"
         return data

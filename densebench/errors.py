@@ -54,5 +54,10 @@ class StoreError(DensebenchError):
     another densebench version); the message names the store (password hidden) and what to do."""
 
 
+class StorageWarning(UserWarning):
+    """A file densebench writes (journal, JSON, report, cache) could not be written; the run went on and
+    the message says what was kept. See storage.py."""
+
+
 __all__ = ["BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
-           "SettingsError", "StackError", "StoreError", "Unavailable", "WeightsError"]
+           "SettingsError", "StackError", "StorageWarning", "StoreError", "Unavailable", "WeightsError"]

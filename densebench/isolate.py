@@ -26,13 +26,16 @@ from . import journal
 from .profiling import safe_name
 from .progress import PREFIX
 from .records import Status
-from .settings import OPTIONS, Settings, value_text
+from .settings import OPTIONS, Settings, absolute_path, value_text
 
 POLL_S = 0.5  # while a child runs: how often its log is read for progress lines
 
-# pytest-benchmark options a child must share with its parent (timing rules).
+# pytest-benchmark options a child must share with its parent: the timing rules, and whether benchmarks
+# run, are timed or profiled at all (--benchmark-disable/-enable/-skip/-only, cProfile). Saving,
+# comparing and display stay with the parent, which writes the run's JSON.
 _BENCHMARK_OPTIONS = ("min_rounds", "max_time", "min_time", "timer", "calibration_precision", "disable_gc",
-                      "warmup", "warmup_iterations", "precision", "confidence")
+                      "warmup", "warmup_iterations", "precision", "confidence", "disable", "enable", "skip", "only",
+                      "cprofile", "cprofile_loops", "cprofile_top")
 
 
 @dataclass
@@ -50,7 +53,7 @@ class ChildRun:
         """(status, message) for a batch size the child did not finish."""
         tail = ""
         if self.log.is_file():
-            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+            lines = [ln for ln in self.log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
             tail = " | ".join(lines[-3:])[-400:]
         if self.timed_out:
             return Status.TIMEOUT, (f"{self.optimization}: no result within --densebench-timeout "
@@ -61,6 +64,10 @@ class ChildRun:
             kind = Status.OOM if -code == signal.SIGKILL else Status.CRASHED
             why = " (SIGKILL: often the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
             return kind, f"{self.optimization}: the child process died with {name}{why}. Log: {self.log}"
+        if code == 0:  # it ended normally, yet its journal has nothing for this batch size
+            return Status.CRASHED, (f"{self.optimization}: the child process finished but its journal has no result "
+                                    f"for this batch size (a journal it could not write is named in its log): "
+                                    f"{tail} (log: {self.log})")
         return Status.CRASHED, (f"{self.optimization}: the child process exited with status {code} before "
                                 f"finishing this batch size: {tail} (log: {self.log})")
 
@@ -73,9 +80,24 @@ def child_env(settings: Settings, journal_path: Path) -> dict[str, str]:
         env[opt.env] = value_text(getattr(settings, opt.key))
     env["DENSEBENCH_ISOLATE"] = "false"
     env["DENSEBENCH_STORE"] = "off"  # the parent stores the whole run once
-    env["DENSEBENCH_JOURNAL"] = str(journal_path)
+    env["DENSEBENCH_JOURNAL"] = str(absolute_path(journal_path))
+    if env.get("PYTHONPATH"):  # the child starts in the rootdir: a relative entry would name another folder
+        env["PYTHONPATH"] = os.pathsep.join(str(absolute_path(p)) for p in env["PYTHONPATH"].split(os.pathsep))
     env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a killed child got
+    env["PYTHONIOENCODING"] = "utf-8"  # the log is read back as UTF-8, whatever the locale
     return env
+
+
+def benchmark_args(config: Any) -> list[str]:
+    """The pytest-benchmark flags of this run that a child must share (``_BENCHMARK_OPTIONS``)."""
+    args = []
+    for name in _BENCHMARK_OPTIONS:
+        value = config.getoption(f"benchmark_{name}", None)
+        if value is None or value is False:
+            continue
+        flag = "--benchmark-" + name.replace("_", "-")
+        args += [flag] if value is True else [f"{flag}={getattr(value, 'name', value)}"]
+    return args
 
 
 def run_child(config: Any, settings: Settings, test_path: Path, optimization: str, out_dir: Path,
@@ -93,18 +115,13 @@ def run_child(config: Any, settings: Settings, test_path: Path, optimization: st
     journal_path = out_dir / f"journal-{safe}.jsonl"
     journal_path.unlink(missing_ok=True)
     log = out_dir / f"{safe}.log"
-    cmd = [sys.executable, "-m", "pytest", str(test_path), "-p", "densebench.plugin", "-p", "no:cacheprovider",
-           "-q", f"--rootdir={config.rootpath}", f"--densebench-optimizations={optimization}"]
-    for name in _BENCHMARK_OPTIONS:
-        value = config.getoption(f"benchmark_{name}", None)
-        if value is None or value is False:
-            continue
-        flag = "--benchmark-" + name.replace("_", "-")
-        cmd += [flag] if value is True else [f"{flag}={getattr(value, 'name', value)}"]
+    cmd = [sys.executable, "-m", "pytest", str(absolute_path(test_path)), "-p", "densebench.plugin",
+           "-p", "no:cacheprovider", "-q", f"--rootdir={config.rootpath}", f"--densebench-optimizations={optimization}"]
+    cmd += benchmark_args(config)
     env = child_env(settings, journal_path)
     start = time.perf_counter()
     timed_out = False
-    with open(log, "w") as log_file:
+    with open(log, "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(cmd, cwd=config.rootpath, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         follow = _Follower(log, on_progress, on_poll)

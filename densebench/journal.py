@@ -12,13 +12,18 @@ own. Final files are written atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest_benchmark
+
+from . import derived, storage
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -30,7 +35,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; the result should read like any other file
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding=storage.ENCODING) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -42,12 +47,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 class Journal:
-    """Append-only JSON lines, each fsync'd before ``write`` returns."""
+    """Append-only JSON lines, each fsync'd before ``write`` returns.
 
-    def __init__(self, path: Path, header: Any = None):
+    A write that fails (disk full, read-only file system: any ``OSError``) turns the journal off for
+    the rest of the run with one StorageWarning (see storage.py), passed to ``on_problem`` too: the
+    measurements go on and stay in memory for the final JSON; only crash protection is lost."""
+
+    def __init__(self, path: Path, header: Any = None, on_problem: Callable[[str], None] | None = None):
         self.path = Path(path)
         self._header = header  # dict, or a callable giving it, written before the first record
         self._fd: int | None = None
+        self._on_problem = on_problem
+        self.problem: str | None = None  # why the journal stopped, once it did
 
     def _open(self) -> int:
         if self._fd is None:
@@ -63,15 +74,32 @@ class Journal:
         os.fsync(self._fd)
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.problem is None:
+            storage.guarded("results journal", self.path, self._KEPT, lambda: self._write(record), self._stop)
+
+    _KEPT = ("journaling is off for the rest of this run (a crash would now lose what it measured); "
+             "the measurements go on and are kept in the run's JSON")
+
+    def _write(self, record: dict[str, Any]) -> None:
         self._open()
         self._append(record)
 
-    def close(self, complete: bool = True) -> None:
+    def _stop(self, message: str) -> None:
+        self.problem = message
+        self._release()
+        if self._on_problem is not None:
+            self._on_problem(message)
+
+    def _release(self) -> None:
         if self._fd is not None:
-            if complete:
-                self._append({"type": "end"})
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
+
+    def close(self, complete: bool = True) -> None:
+        if self._fd is not None and complete and self.problem is None:
+            self.write({"type": "end"})
+        self._release()
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -80,7 +108,7 @@ def read(path: Path) -> dict[str, Any]:
     benchmarks: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
     complete = False
-    lines = Path(path).read_text().splitlines()
+    lines = Path(path).read_text(encoding=storage.ENCODING, errors="replace").splitlines()
     for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
@@ -108,6 +136,7 @@ def to_pytest_benchmark(path: Path, content: dict[str, Any] | None = None) -> di
     dense["outcomes"] = content["outcomes"]
     dense["recovered_from"] = str(path)
     dense["complete"] = content["complete"]
+    derived.fill(dense, content["benchmarks"])  # best, offline, setup_s... from what the journal holds
     return {"machine_info": header.get("machine_info") or {}, "commit_info": header.get("commit_info") or {},
             "benchmarks": content["benchmarks"], "datetime": header.get("datetime"),
             "version": pytest_benchmark.__version__, "densebench": dense}
@@ -156,6 +185,7 @@ def recover_unfinished(directory: Path, skip: Path | None = None) -> list[Path]:
             continue
         if content["complete"] or not content["benchmarks"]:
             continue
-        recover(journal, target, content)
-        written.append(target)
+        kept = f"the journal {journal} is kept; recover it later with 'densebench recover {journal} -o FILE'"
+        if storage.guarded("recovered JSON", target, kept, functools.partial(recover, journal, target, content)):
+            written.append(target)
     return written

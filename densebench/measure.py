@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import parity as parity_mod
-from . import profiling, telemetry, timing
+from . import profiling, storage, telemetry, timing
 from .errors import OutOfMemory
 from .optimizations import Runner
 from .records import BenchmarkRecord, Outcome, Profile, Status
@@ -134,7 +134,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
         x = None
         res.free_device_memory()
         raise OutOfMemory(oom)
-    label_note = None
+    label_note = res.data.info.extra.get("label_reason")  # why a folder dataset has no ImageNet labels
     if labels is not None and res.weights.source != "imagenet":
         label_note = "weights are not ImageNet weights: accuracy is not meaningful"
     parity = parity_mod.compare(reference, logits, labels, res.thresholds, label_note)
@@ -148,8 +148,10 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
     profile = None
     if s.profile:  # extra rounds after timing, never inside the timed ones
         ctx.stage(runner.name, batch_size, "profiling")
-        profile = profiling.profile_rounds(step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
-                                           s.profile_rounds)
+        profile = storage.guarded("profiler traces", s.output / "profiles", "this benchmark has no profile; its "
+                                  "timings are kept", lambda: profiling.profile_rounds(
+                                      step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
+                                      s.profile_rounds))
     return _Timed(warmup_s, parity, monitor, recompiles, calls_in_window, crosscheck, profile)
 
 
@@ -207,7 +209,10 @@ def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, f
         record.profile = Profile.from_json(timed.profile)
     info = record.to_json()
     if ctx.scalars is not None:
-        info["tensorboard_run"] = str(ctx.scalars.write(info))
+        written = storage.guarded("TensorBoard scalars", ctx.scalars.dir, "the benchmark's figures are kept in the "
+                                  "JSON", lambda: ctx.scalars.write(info))
+        if written is not None:
+            info["tensorboard_run"] = str(written)
     return info
 
 

@@ -741,6 +741,14 @@ class ServerPick(Record):
 
 
 @dataclass(kw_only=True)
+class Configuration(Record):
+    """One optimization at one batch size (a test of the suite)."""
+
+    optimization: str = _field("the optimization", required=True)
+    batch_size: int = _field("the batch size", unit="images", required=True)
+
+
+@dataclass(kw_only=True)
 class RunRecord(Record):
     """The run: the top-level ``densebench`` object (``DenseBench.run_info``)."""
 
@@ -768,7 +776,15 @@ class RunRecord(Record):
     offline: OfflinePick | None = _field("peak throughput over every batch size; null when nothing passed")
     server: ServerPick | None = _field("best configuration under the latency budget; null without a budget")
     recovered_from: str | None = _field("densebench recover: the journal this file was rebuilt from", optional=True)
-    complete: bool | None = _field("densebench recover: whether that journal had its end marker", optional=True)
+    complete: bool | None = _field("whether the run ended normally (a recovered journal had its end marker) and "
+                                   "every planned configuration has an outcome (derived.py)", optional=True)
+    planned: list[Configuration] | None = _field("the configurations the run collected", optional=True)
+    never_ran: list[Configuration] | None = _field("planned configurations with no outcome: the run was cut "
+                                                   "short before them (derived.py)", optional=True)
+    skipped: list[Outcome] | None = _field("the outcomes 'skipped' and 'oom': configurations that could not run "
+                                           "here, with the reason (derived.py)", optional=True)
+    storage_problems: list[str] | None = _field("files that could not be written (journal, JSON, report, "
+                                                "cache), each with what was kept (storage.py)", optional=True)
 
 
 # ---------------------------------------------------------------- the whole pytest-benchmark file
@@ -970,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     text = schema_text(args.root)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+        Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
@@ -978,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "PROBLEM_STATUSES", "ROOTS", "STATUS_MEANING", "TIMED_STATUSES", "UNTIMED_STATUSES", "Accuracy", "BenchmarkParams",
-    "BenchmarkRecord", "BenchmarkStats", "BestRow", "Calibration", "CpuTelemetry", "Crosscheck", "DatasetUsed",
+    "BenchmarkRecord", "BenchmarkStats", "BestRow", "Calibration", "Configuration", "CpuTelemetry", "Crosscheck",
+    "DatasetUsed",
     "GpuInfo", "GpuTelemetry", "IsolatedChild", "Latency", "MachineInfo", "MemoryMark", "MemoryTelemetry",
     "OfflinePick", "Outcome", "ParallelInfo", "Parity", "ParityThresholds", "Profile", "ProfileEvent", "Record",
     "ResultsFile", "RunRecord", "RunnerInfo", "SamplerTelemetry", "SavedBenchmark", "ServerPick", "SetupTotals",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import summary
+from . import derived, storage, summary
 from .errors import ReportError
 from .records import UNTIMED_STATUSES, Status
 from .telemetry import peak_memory_mb
@@ -54,9 +54,14 @@ class Record:
 
 def load(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding=storage.ENCODING))
     except FileNotFoundError:
         raise ReportError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: not UTF-8 text, so not a JSON file densebench or pytest-benchmark wrote "
+                          f"({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
@@ -72,6 +77,13 @@ def _energy(info: dict[str, Any]) -> float | None:
     return None
 
 
+def _run_info(doc: dict[str, Any]) -> dict[str, Any]:
+    """The file's ``densebench`` object with its derived fields computed from the file's own records
+    (a file written by an older version, recovered or edited gets the same as a finished run)."""
+    dense = doc.get("densebench")
+    return derived.fill(dict(dense), doc["benchmarks"]) if isinstance(dense, dict) else {}
+
+
 def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> list[Record]:
     benches = [b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("optimization")]
     if not benches:
@@ -82,7 +94,7 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
     run = Run(label=label or first.get("device_name") or "unknown device", path=str(path),
               device_name=first.get("device_name") or "unknown device", node=machine.get("node") or "?",
               datetime=str(doc.get("datetime") or "")[:19], torch=libs.get("torch"),
-              densebench=doc.get("densebench") or {})
+              densebench=_run_info(doc))
     out = []
     for bench in benches:
         info = bench["extra_info"]
@@ -217,6 +229,8 @@ def _exclusion_insights(recs: list[Record], prefix: str) -> list[str]:
     if failed:
         lines.append(f"{prefix}parity failed (excluded from rankings): "
                      + ", ".join(f"{o}@{b}" for o, b in failed) + ".")
+    for run in dict.fromkeys(r.run for r in recs):
+        lines += [prefix + line for line in derived.incompleteness(run.densebench)]
     outcomes = recs[0].run.densebench.get("outcomes", [])
     other = {(o["optimization"], o["status"], o.get("reason")) for o in outcomes
              if o["status"] in UNTIMED_STATUSES}  # parity failures: listed above, from the records
@@ -491,6 +505,9 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
                         (r.densebench.get("weights") or {}).get("source", "—"),
                         (r.densebench.get("dataset") or {}).get("source", "—"), Path(r.path).name]
                        for r in runs]))
+    for run in runs:
+        if missing := derived.incompleteness(run.densebench):
+            doc.add("p", f"**{run.label}** ({Path(run.path).name}): " + " ".join(missing))
     doc.add("h2", "Findings")
     doc.add("ul", insights(records, latency_budget_ms))
     for name, caption in (("throughput", "Throughput vs batch size (dotted: parity failed)"),
@@ -517,10 +534,8 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
                                 _fmt(None if r.energy_per_image_j is None else 1000 * r.energy_per_image_j, ".2f"),
                                 _fmt(r.setup_s, ".1f"), "pass" if r.parity_passed else "**FAIL**"]
                                for i, r in enumerate(group)]))
-    md = out / "report.md"
-    md.write_text(doc.markdown())
-    page = out / "report.html"
-    page.write_text(doc.html("densebench report"))
+    md = storage.write_text(out / "report.md", doc.markdown())
+    page = storage.write_text(out / "report.html", doc.html("densebench report"))
     return {"markdown": md, "html": page, **images}
 
 
@@ -545,7 +560,8 @@ def table_lines(path: Path) -> list[str]:
             f"{_fmt(mj, '7.2f')} {_fmt(gpu.get('utilization_mean_pct'), '5.0f')} "
             f"{_fmt(gpu.get('power_mean_w'), '5.0f')} {_fmt(check.get('ratio'), '6.3f')} "
             + ("pass" if parity.get("passed", True) else "FAIL: " + "; ".join(parity.get("failures", []))))
-    dense = doc.get("densebench") or {}
+    dense = _run_info(doc)
+    lines += derived.incompleteness(dense)
     for o in dense.get("outcomes", []):
         if o["status"] != Status.MEASURED:
             lines.append(f"{o['status']}: {o['optimization']} at batch {o.get('batch_size')}: {o.get('reason')}")

@@ -63,15 +63,18 @@ class Option:
 # ---------------------------------------------------------------- parsers
 
 
-def _integer(minimum: int) -> Parser:
+def _integer(minimum: int, why: str = "") -> Parser:
+    """An integer of at least ``minimum``; ``why`` says where that bound comes from."""
+    allowed = f"allowed: an integer >= {minimum}" + (f"; {why}" if why else "")
+
     def parse(errors: Errors, flag: str, text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
-            errors.append(f"{flag}: {text!r} is not an integer (allowed: an integer >= {minimum})")
+            errors.append(f"{flag}: {text!r} is not an integer ({allowed})")
             return minimum
         if value < minimum:
-            errors.append(f"{flag}: {value} is too small (allowed: an integer >= {minimum})")
+            errors.append(f"{flag}: {value} is too small ({allowed})")
         return value
 
     return parse
@@ -187,29 +190,39 @@ def _choice_or_path(choices: tuple[str, ...], want: str, allowed: str) -> Parser
         value = text.strip()
         if value.lower() in choices:
             return value.lower()
-        path = Path(value).expanduser()
+        path = absolute_path(value)
         if not (path.is_file() if want == "file" else path.is_dir()):
             errors.append(f"{flag}: {value!r} is not an existing {'file' if want == 'file' else 'directory'} "
                           f"(allowed: {allowed})")
-        return value
+        return str(path)
 
     return parse
 
 
+def absolute_path(text: str | os.PathLike[str]) -> Path:
+    """``text`` as an absolute path (``~`` expanded, relative to the current directory, links kept).
+
+    Every path setting is made absolute once, here: the settings travel to other processes (isolated
+    children, xdist workers) that run in another working directory, where a relative path would name
+    another place."""
+    return Path(text).expanduser().absolute()
+
+
 def _path(errors: Errors, flag: str, text: str) -> Path:
-    return Path(text).expanduser()
+    return absolute_path(text)
+
+
+def _journal(errors: Errors, flag: str, text: str) -> str:
+    value = text.strip()
+    return value.lower() if value.lower() in ("", "auto", "off") else str(absolute_path(value))
 
 
 def _output(errors: Errors, flag: str, text: str) -> Path:
-    path = Path(text).expanduser()
+    path = absolute_path(text)
     problem = _unwritable(path)
     if problem:
         errors.append(f"{flag}: {problem} (choose a writable directory)")
     return path
-
-
-def _text(errors: Errors, flag: str, text: str) -> str:
-    return text.strip()
 
 
 def _label(errors: Errors, flag: str, text: str) -> str:
@@ -274,8 +287,9 @@ OPTIONS: tuple[Option, ...] = (
            "comma list; stacks with `+`; `all`; `best`", "NAMES"),
     Option("batch_sizes", "1,8,32", _batch_sizes, "comma list of positive batch sizes",
            "comma list of positive integers", "N,N,..."),
-    Option("image_size", "224", _integer(32), "input height and width in pixels (>= 32)",
-           "pixels, at least 32", "PIXELS"),
+    Option("image_size", "224", _integer(32, "DenseNet-121 downsamples by 32: below 29 px its last block gets "
+                                             "no pixel, and 32 is the smallest size it divides evenly"),
+           "input height and width in pixels (>= 32)", "pixels, at least 32", "PIXELS"),
     Option("weights", "auto",
            _choice_or_path(("auto", "imagenet", "random"), "file",
                            "auto, imagenet, random, or the path of a DenseNet-121 state dict"),
@@ -292,8 +306,11 @@ OPTIONS: tuple[Option, ...] = (
            "where datasets are downloaded and extracted", "DIR"),
     Option("output", "results", _output, "directory for traces, TensorBoard runs, caches and the results journal",
            "traces, TensorBoard runs, compile caches, journals", "DIR"),
-    Option("eval_samples", "32", _integer(1), "number of evaluation images for the parity check (>= 1)",
-           "images in the parity evaluation set", "N"),
+    Option("eval_samples", "32", _integer(2, "parity's logit error is measured against the spread between "
+                                              "images, which one image does not have"),
+           "number of evaluation images for the parity check (>= 2: the logit error is measured against the "
+           "spread between images, which one image does not have)",
+           "images in the parity evaluation set, at least 2", "N"),
     Option("calibration_samples", "32", _integer(0),
            "images for post-training quantization (int8, openvino_int8, tensorrt_int8), taken after the parity "
            "images so the two sets do not overlap (>= 0)",
@@ -338,7 +355,7 @@ OPTIONS: tuple[Option, ...] = (
            "RSS sampling interval while timing, only where the kernel's peak-RSS mark cannot be reset (>= 1); "
            "the GPU is read from NVML's own sample buffers after the window",
            "RSS sampling interval where the kernel's peak mark cannot be reset (GPU: NVML's own buffers)", "MS"),
-    Option("journal", "auto", _text,
+    Option("journal", "auto", _journal,
            "append each finished benchmark to a JSON-lines journal (fsync'd) so a crash loses nothing: auto "
            "(OUTPUT/journals/journal-RUN.jsonl), off, or a PATH",
            "results journal: `auto` (`<output>/journals/`), `off`, or a path", "PATH"),

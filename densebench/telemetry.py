@@ -41,7 +41,7 @@ __all__ = ["NO_DRIVER", "Monitor", "Nvml", "machine_info", "memory_now", "peak_m
 @cache
 def cpu_model_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -62,7 +62,7 @@ def rapl_energy_uj() -> tuple[int | None, str | None]:
     if not zones:
         return None, "no Intel RAPL power-capping interface in /sys/class/powercap"
     try:
-        return sum(int((z / "energy_uj").read_text()) for z in zones), None
+        return sum(int((z / "energy_uj").read_text(encoding="ascii")) for z in zones), None
     except OSError as exc:
         return None, f"RAPL energy counter not readable ({exc.strerror or exc})"
 
@@ -73,7 +73,7 @@ def rapl_energy_uj() -> tuple[int | None, str | None]:
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0); False if not allowed."""
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
             fh.write("5")
         return True
     except OSError:
@@ -82,7 +82,7 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_bytes() -> int | None:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):

@@ -157,7 +157,7 @@ def test_folder_with_other_names_has_no_labels(tmp_path: Path) -> None:
 def test_folder_without_images(tmp_path: Path) -> None:
     (tmp_path / "imgs" / "cats").mkdir(parents=True)
     (tmp_path / "imgs" / "cats" / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match="Found no valid file"):
+    with pytest.raises(DataError, match="holds no images in its 1 class folder"):
         data.load(str(tmp_path / "imgs"), tmp_path, 3, 32)
 
 

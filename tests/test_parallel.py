@@ -80,6 +80,9 @@ def test_two_pinned_cpu_workers_write_one_json(run_suite) -> None:
     slices = [tuple(w["worker"]["cpus"]) for w in workers]
     assert len(slices) == 2 and not set(slices[0]) & set(slices[1]), "disjoint cores"
     run.result.stdout.fnmatch_lines(["worker gw*pinned to CPUs*", "worker gw*pinned to CPUs*"])
+    dense = run.json["densebench"]  # derived on the controller from what the workers collected and measured
+    assert len(dense["planned"]) == 6 and dense["never_ran"] == [] and dense["complete"] is True
+    assert {r["batch_size"] for r in dense["best"]} == {1, 2}
 
 
 def test_unpinned_parallel_run_keeps_benchmarks_off(pytester_sub: pytest.Pytester) -> None:

@@ -21,7 +21,7 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     (["--densebench-optimizations=baseline,turbo"], "*unknown optimization 'turbo'*allowed: baseline, amp*"),
     (["--densebench-batch-sizes=0,8"], "*--densebench-batch-sizes: 0 is not positive*"),
     (["--densebench-batch-sizes=eight"], "*'eight' is not an integer*"),
-    (["--densebench-image-size=16"], "*--densebench-image-size: 16 is too small (allowed: an integer >= 32)*"),
+    (["--densebench-image-size=16"], "*--densebench-image-size: 16 is too small (allowed: an integer >= 32; DenseNet*"),
     (["--densebench-optimizations=fp16+amp"], "*'fp16+amp' cannot be stacked*"),
     (["--densebench-dataset=/nonexistent/images"], "*'/nonexistent/images' is not an existing directory*"),
     (["--densebench-weights=/nonexistent/w.pt"], "*'/nonexistent/w.pt' is not an existing file*"),

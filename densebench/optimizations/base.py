@@ -17,14 +17,17 @@ import copy
 import dataclasses
 import hashlib
 import importlib.util
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import storage
 from ..errors import SettingsError, StackError, Unavailable
 
 if TYPE_CHECKING:
@@ -243,6 +246,14 @@ def unavailable_reason(plan: Plan, device_type: str) -> str | None:
     return "; ".join(dict.fromkeys(reasons)) or None
 
 
+def _writable_dir(path: Path) -> Path:
+    """``path``, created, once a file could be written in it; raises OSError otherwise."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+    return path
+
+
 @dataclass
 class BuildContext:
     device: torch.device
@@ -251,12 +262,14 @@ class BuildContext:
     model_digest: str = "unknown"  # identifies the weights in cache keys
 
     def cache(self, *parts: str) -> Any:
-        """A directory under the cache, created on demand (None when caching is off)."""
+        """A directory under the cache, created on demand; None when caching is off, or when the directory
+        cannot be created or written (one StorageWarning, see storage.py): the optimization is then built
+        without its cache, as on a first run."""
         if self.cache_dir is None:
             return None
         path = self.cache_dir.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return storage.guarded("compile cache", path, "building without the cache (full setup time again)",
+                               lambda: _writable_dir(path))
 
     def cache_key(self, example: Any, extra: str = "") -> str:
         """Key for a cached calibrated artefact: weights, input shape, torch version, calibration images."""

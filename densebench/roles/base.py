@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from .. import __version__, profiling, summary, telemetry
+from .. import __version__, derived, profiling, storage, summary, telemetry
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
-from ..records import TIMED_STATUSES, Outcome, RunRecord
+from ..records import Outcome, RunRecord
 from ..settings import Settings
 
 
@@ -35,6 +35,8 @@ class Role:
         self.run_name = profiling.run_name()
         self.outcomes: list[Outcome] = []
         self.recovered: list[str] = []  # unfinished journals of earlier runs, recovered at start
+        self.storage_problems: list[str] = []  # files that could not be written (storage.py), in order
+        self.planned: list[dict[str, Any]] = []  # the collected configurations (optimization, batch_size)
         self._worker = worker
         self._header_shown = False
         self._attached = False
@@ -44,7 +46,8 @@ class Role:
         if settings.journal != "off":
             name = f"journal-{self.run_name}" + (f"-{worker}" if worker else "") + ".jsonl"
             path = Path(settings.journal) if settings.journal != "auto" else settings.output / "journals" / name
-            self.journal = journal_mod.Journal(path, header=self.journal_header)
+            self.journal = journal_mod.Journal(path, header=self.journal_header,
+                                               on_problem=self.storage_problems.append)
         # Inductor's caches under the output directory, set before anything asks Inductor where they are
         # (it fixes the location on first use): a second run with the same output reuses them.
         # Restored at close, so an in-process pytest run (pytester) leaves its caller's environment as it was.
@@ -63,7 +66,7 @@ class Role:
         if self._attached:
             return
         self._attached = True
-        pb.write_json_atomically(self.config, journal_mod.atomic_write_text)
+        pb.write_json_atomically(self.config, self._write_results)
         pb.tolerate_storage_failure(self.config)
         if self._worker is None and self.settings.journal == "auto" and self.journal is not None:
             recovered = journal_mod.recover_unfinished(self.journal.path.parent, skip=self.journal.path)
@@ -79,6 +82,14 @@ class Role:
             reporter.write_line(f"densebench: {line}")
         else:
             print(f"densebench: {line}", file=sys.stderr)
+
+    def _write_results(self, path: Path, text: str) -> Path | None:
+        """pytest-benchmark's JSON, atomically; a failed write is a warning that says where the results are."""
+        kept = (f"every result is in the journal {self.journal.path}: 'densebench recover {self.journal.path} -o FILE' "
+                "writes the JSON" if self.journal is not None and self.journal.problem is None
+                else "the terminal summary is all that is left of this run")
+        return storage.guarded("results JSON", path, kept, lambda: journal_mod.atomic_write_text(path, text),
+                               self.storage_problems.append)
 
     def header_line(self) -> str:
         s = self.settings
@@ -96,9 +107,12 @@ class Role:
         if not self._header_shown and reporter is not None:
             self._header_shown = True
             reporter.write_line(self.header_line())
-        total = sum("optimized" in getattr(item, "fixturenames", ()) for item in session.items)
+        ours = [item for item in session.items if "optimized" in getattr(item, "fixturenames", ())]
+        self.planned = [{"optimization": p["optimization"], "batch_size": p["batch_size"]}
+                        for p in (getattr(getattr(item, "callspec", None), "params", {}) for item in ours)
+                        if "optimization" in p and "batch_size" in p]
         self.progress.close()
-        self.progress = Progress(session.config, total)
+        self.progress = Progress(session.config, len(ours))
 
     # ------------------------------------------------------------ outcomes and journal
 
@@ -181,11 +195,11 @@ class Role:
             info["journal"] = str(self.journal.path)
         if self.recovered:
             info["recovered_journals"] = self.recovered
-        timed = [o for o in self.outcomes if o.status in TIMED_STATUSES]
-        build = sum(o.build_s or 0.0 for o in timed)
-        warm = sum(o.warmup_s or 0.0 for o in timed)
-        info["setup_s"] = {"total": build + warm, "build": build, "warmup": warm}
-        info.update(summary.recommendations(outcomes, self.settings.latency_budget_ms))
+        if self.storage_problems:
+            info["storage_problems"] = list(self.storage_problems)
+        if self.planned:
+            info["planned"] = self.planned
+        derived.fill(info)
         return RunRecord.from_json(info)
 
     def run_info(self) -> dict[str, Any]:
@@ -210,6 +224,8 @@ class Role:
             tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
         for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms):
             tr.write_line(line)
+        for problem in info.get("storage_problems") or []:
+            tr.write_line(problem)
         setup = info["setup_s"]
         tr.write_line(f"setup time (build + warm-up, untimed): {setup['total']:.1f} s "
                       f"(build {setup['build']:.1f} s, warm-up {setup['warmup']:.1f} s)")

@@ -60,6 +60,9 @@ class XdistController(Role):
             for key in ("device", "device_name", "weights", "dataset", "calibration"):
                 if key in self.workers[0]:
                     info[key] = self.workers[0][key]
+            # the controller collects nothing: what the run planned is what its workers collected
+            planned = [c for w in self.workers for c in w.get("planned") or []]
+            info["planned"] = list({(c["optimization"], c["batch_size"]): c for c in planned}.values())
         info["parallel"] = self.parallel
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .. import _pytest_benchmark as pb
-from .. import isolate
+from .. import isolate, storage
 from ..measure import Measurement
 from ..parallel import WorkerBenchmark
 from ..records import Outcome, Status
@@ -37,9 +37,16 @@ class IsolatingParent(Measurer):
         if child is None:
             where = self.settings.output / "isolated" / self.run_name
             self.progress.stage(optimization, batch_size, "starting child process")
-            child = self.children[optimization] = isolate.run_child(
-                self.config, self.settings, request.node.path, optimization, where,
-                on_progress=self.progress.child_line, on_poll=self.progress.tick)
+            try:
+                child = self.children[optimization] = isolate.run_child(
+                    self.config, self.settings, request.node.path, optimization, where,
+                    on_progress=self.progress.child_line, on_poll=self.progress.tick)
+            except OSError as exc:  # no folder for the child's log and journal: it cannot start, nothing is lost
+                message = storage.describe("isolated child's log and journal", where, exc,
+                                           f"{optimization} was not started; choose another --densebench-output")
+                self.note(Outcome(optimization=optimization, batch_size=batch_size, status=Status.FAILED,
+                                  reason=message))
+                pytest.fail(message, pytrace=False)
             self.merge_outcomes(list(child.outcomes.values()))
         return child
 
@@ -55,8 +62,12 @@ class IsolatingParent(Measurer):
         outcome = child.outcomes.get(batch_size)
         if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
             pytest.skip(outcome["reason"])
-        if outcome is not None and outcome["status"] == Status.FAILED:
+        if outcome is not None and outcome["status"] in (Status.FAILED, Status.PARITY_FAILED):
             pytest.fail(outcome["reason"], pytrace=False)
+        if outcome is not None and outcome["status"] == Status.MEASURED:
+            # --benchmark-disable: the child ran the step once, untimed, and checked parity; nothing to save
+            return Measurement({"optimization": optimization, "batch_size": batch_size,
+                                "parity": {"passed": True, "failures": []}})
         status, message = child.failure()
         self.note(Outcome(optimization=optimization, batch_size=batch_size, status=status, reason=message))
         if status == Status.OOM:

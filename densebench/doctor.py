@@ -65,7 +65,7 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The flags of the first CPU in ``/proc/cpuinfo`` (or the given text); empty where unreadable."""
     if cpuinfo is None:
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return set()
     for line in cpuinfo.splitlines():

@@ -83,7 +83,7 @@ def gpu_local_cpulists(count: int, sysfs: str = "/sys/bus/pci/devices") -> list[
         p = torch.cuda.get_device_properties(i)
         path = os.path.join(sysfs, f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0", "local_cpulist")
         try:
-            with open(path) as fh:
+            with open(path, encoding="utf-8", errors="replace") as fh:
                 local = tuple(c for c in parse_cpulist(fh.read()) if c in usable)
         except (OSError, ValueError):
             local = ()

@@ -153,7 +153,7 @@ def machine_page(plt: Any, machine: history.Machine, series: list[history.Series
         doc.add("img", (name, f"{metric} at batch size {batch}, one point per run"))
     _runs_table(doc, series)
     page = out / f"{slug}.html"
-    page.write_text(doc.html(f"densebench history: {machine.title}"))
+    page.write_text(doc.html(f"densebench history: {machine.title}"), encoding="utf-8")
     return page
 
 
@@ -180,5 +180,5 @@ def write(engine: Engine, out: Path, metrics: tuple[str, ...] = history.DEFAULT_
     index.add("table", (["machine", "runs", "series", "flagged regressions"], rows))
     if not rows:
         index.add("p", "The store has no runs yet: `densebench store ingest FILE...` or run with --densebench-store.")
-    (out / "index.html").write_text(index.html("densebench history"))
+    (out / "index.html").write_text(index.html("densebench history"), encoding="utf-8")
     return [out / "index.html", *pages]

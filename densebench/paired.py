@@ -1,0 +1,145 @@
+"""Interleaved A/B rounds and paired ratios with bootstrap confidence intervals.
+
+On a shared machine, load from other jobs moves whole windows of time: two absolute medians
+measured minutes apart differed by up to 2x here. When the two sides of a comparison take turns
+round by round, a burst of load hits both sides of the same pair alike, and the ratio inside a
+pair stays steady. So a comparison is measured as *pairs*: pair ``i`` holds one round of A and
+one round of B run back to back, and the decision is made on the per-pair ratios.
+
+Method (``METHOD``):
+
+* **ABBA order** (:func:`abba_order`): pairs alternate A-then-B and B-then-A, so a linear drift
+  within the window (warming, throttling, load ramping up) adds as much to A as to B over every
+  two pairs: the standard counterbalanced (crossover) design of experimental psychology.
+* **Statistic**: the median of the per-pair time ratios ``b_i / a_i`` (robust to the rounds that a
+  burst of load hits unevenly; the mean of ratios is not).
+* **Interval**: percentile bootstrap over the pairs (Efron & Tibshirani, *An Introduction to the
+  Bootstrap*, 1993, ch. 13), by ``scipy.stats.bootstrap``; resampling whole pairs keeps the pairing.
+  Paired and interleaved benchmarking with bootstrap intervals follows Kalibera & Jones, "Rigorous
+  Benchmarking in Reasonable Time" (ISMM 2013).
+
+Measured on the 2-core development machine (issue 14): two processes holding the same
+DenseNet-121 under an on/off background load, 12 repetitions of 30 rounds: the sequential
+ratio B/A ranged 0.58-2.09, the median of 30 interleaved paired ratios 0.95-1.07.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from .compare import bootstrap_ratio
+
+METHOD = "median of paired ratios, ABBA-interleaved rounds, percentile bootstrap CI"
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A paired comparison: ``ratio`` is the median of per-pair ratios, ``[ci_low, ci_high]`` its interval.
+
+    ``pairs`` is how many pairs went in; ``confidence`` the interval's level (0.95 = 95%)."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    pairs: int
+    method: str = METHOD
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width relative to the ratio (0.03 = the ratio is known to +-3%)."""
+        return (self.ci_high - self.ci_low) / 2 / self.ratio
+
+    def beyond(self, threshold: float) -> str | None:
+        """'above' when the whole interval lies above ``1 + threshold``, 'below' when below ``1 - threshold``.
+
+        None when the interval reaches into ``[1 - threshold, 1 + threshold]`` (no decision)."""
+        if self.ci_low > 1 + threshold:
+            return "above"
+        if self.ci_high < 1 - threshold:
+            return "below"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "pairs": self.pairs,
+                "method": self.method, "confidence": self.confidence}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PairedRatio:
+        return cls(float(doc["ratio"]), float(doc["ci_low"]), float(doc["ci_high"]), int(doc["pairs"]),
+                   str(doc.get("method", METHOD)), float(doc.get("confidence", 0.95)))
+
+
+def abba_order(pairs: int) -> list[tuple[str, str]]:
+    """Which side runs first in each pair: ``[("a", "b"), ("b", "a"), ("a", "b"), ...]`` (``pairs`` entries)."""
+    return [("a", "b") if i % 2 == 0 else ("b", "a") for i in range(pairs)]
+
+
+def interleave(run_a: Callable[[], float], run_b: Callable[[], float], pairs: int) -> tuple[list[float], list[float]]:
+    """Run ``pairs`` pairs of rounds in ABBA order; each callable runs one round and returns its seconds.
+
+    Returns (a_times, b_times), both ``pairs`` long and aligned: entry ``i`` of each is pair ``i``."""
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    run = {"a": run_a, "b": run_b}
+    a_times, b_times = [], []
+    for first, second in abba_order(pairs):
+        got = {first: run[first](), second: run[second]()}
+        a_times.append(got["a"])
+        b_times.append(got["b"])
+    return a_times, b_times
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                 resamples: int = 2000, seed: int | None = 0) -> PairedRatio:
+    """Median of ``numerator[i] / denominator[i]`` with a percentile bootstrap interval over the pairs.
+
+    Both sequences are round times in seconds (any one unit), aligned by pair. ``seed`` fixes the
+    bootstrap's random generator (None: fresh entropy). For a time ratio B/A pass (b, a); for a
+    speedup of a candidate over a baseline pass (baseline, candidate). Raises ValueError when the
+    lengths differ, fewer than 2 pairs are given, or a time is not positive."""
+    num = np.asarray(numerator, dtype=float)
+    den = np.asarray(denominator, dtype=float)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"paired rounds must align: {num.shape} vs {den.shape}")
+    if num.size < 2:
+        raise ValueError(f"a paired ratio needs at least 2 pairs, got {num.size}")
+    if (num <= 0).any() or (den <= 0).any():
+        raise ValueError("round times must be positive")
+    ratios = num / den
+    median = float(np.median(ratios))
+    if np.ptp(ratios) == 0:  # every pair agrees: the bootstrap has nothing to resample
+        return PairedRatio(median, median, median, int(num.size), confidence=confidence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant data; the interval stays valid
+        result = stats.bootstrap((ratios,), np.median, confidence_level=confidence, n_resamples=resamples,
+                                 method="percentile", rng=np.random.default_rng(seed))
+    ci = result.confidence_interval
+    return PairedRatio(median, float(ci.low), float(ci.high), int(num.size), confidence=confidence)
+
+
+def sequential_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                     resamples: int = 2000, seed: int | None = 0) -> PairedRatio:
+    """The unpaired comparison, for contrast: median(numerator) / median(denominator), each side
+    resampled on its own (what ``densebench compare`` does between two runs). Same units as
+    :func:`paired_ratio`; the result's ``pairs`` is the smaller side's round count."""
+    if min(len(numerator), len(denominator)) < 2:
+        raise ValueError("a ratio needs at least 2 rounds per side")
+    low, high = bootstrap_ratio(list(denominator), list(numerator), resamples, confidence, seed or 0)
+    return PairedRatio(statistics.median(numerator) / statistics.median(denominator), low, high,
+                       min(len(numerator), len(denominator)), "ratio of medians, sequential windows, bootstrap CI",
+                       confidence)
+
+
+def cv(times: Sequence[float]) -> float | None:
+    """Coefficient of variation (standard deviation / mean) of round times; None below 2 rounds."""
+    if len(times) < 2:
+        return None
+    return statistics.stdev(times) / statistics.fmean(times)

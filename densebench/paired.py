@@ -25,7 +25,9 @@ ratio B/A ranged 0.58-2.09, the median of 30 interleaved paired ratios 0.95-1.07
 
 from __future__ import annotations
 
+import gc
 import statistics
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from . import timing
 from .compare import bootstrap_ratio
 
 METHOD = "median of paired ratios, ABBA-interleaved rounds, percentile bootstrap CI"
@@ -143,3 +146,41 @@ def cv(times: Sequence[float]) -> float | None:
     if len(times) < 2:
         return None
     return statistics.stdev(times) / statistics.fmean(times)
+
+
+def _timed_round(runner: Any, step: Callable[[], Any]) -> Callable[[], float]:
+    """One round of ``step`` under ``runner``'s process flags; returns the seconds of the step alone."""
+
+    def run() -> float:
+        with runner.activated():
+            start = time.perf_counter()
+            step()
+            return time.perf_counter() - start
+
+    return run
+
+
+def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any, pairs: int, warmup: int,
+                          seed: int = 0) -> PairedRatio:
+    """The candidate's speedup over the baseline, both runners alive, ``pairs`` ABBA-interleaved rounds.
+
+    ``batch`` is the CPU float32 NCHW batch both prepare for themselves (untimed); each side gets
+    ``warmup`` untimed passes first. Each round is one synchronized forward pass (``timing.Step``),
+    timed with ``time.perf_counter``; the garbage collector is off during the pairs. The ratio is
+    baseline round time / candidate round time (2.0 = the candidate takes half the time)."""
+    steps = []
+    for runner in (baseline, candidate):
+        with runner.activated():
+            step = timing.make_step(runner, runner.prepare(batch), device)
+            for _ in range(warmup):
+                step()
+        steps.append(_timed_round(runner, step))
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        base_times, cand_times = interleave(steps[0], steps[1], pairs)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return paired_ratio(base_times, cand_times, seed=seed)

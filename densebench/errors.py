@@ -49,5 +49,10 @@ class ReportError(DensebenchError, ValueError):
     """A results file that cannot be read, reported on or compared; the message says which and why."""
 
 
-__all__ = ["BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
+class ABError(DensebenchError):
+    """``densebench ab`` cannot compare: bad side, a worker that failed, or sides that differ in more than
+    what was varied; the message says which and why (exit status 2)."""
+
+
+__all__ = ["ABError", "BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
            "SettingsError", "StackError", "Unavailable", "WeightsError"]

@@ -177,11 +177,23 @@ def package_changes(info_a: dict[str, Any], info_b: dict[str, Any]) -> list[str]
     return out
 
 
-def measure_pairs(wa: Worker, wb: Worker, pairs: int, device: Any) -> tuple[list[float], list[float], dict]:
-    """``pairs`` ABBA-interleaved single rounds; (a_times, b_times, interference seen in the window)."""
+def measure_pairs(wa: Worker, wb: Worker, pairs: int, per_turn: int,
+                  device: Any) -> tuple[list[float], list[float], dict[str, list[float]], dict]:
+    """``pairs`` ABBA-interleaved turns of ``per_turn`` rounds; (A's and B's fastest round per turn,
+    every round of each side {"a": [...], "b": [...]}, interference seen in the window)."""
+    every: dict[str, list[float]] = {"a": [], "b": []}
+
+    def recorded(worker: Worker, side: str) -> Callable[[int], list[float]]:
+        def run(k: int) -> list[float]:
+            times = worker.rounds(k)
+            every[side] += times
+            return times
+
+        return run
+
     with noise.Interference(device) as seen:
-        a, b = paired.interleave(lambda: wa.rounds(1)[0], lambda: wb.rounds(1)[0], pairs)
-    return a, b, seen.result()
+        a, b = paired.interleave(recorded(wa, "a"), recorded(wb, "b"), pairs, per_turn)
+    return a, b, every, seen.result()
 
 
 def side_json(info: dict[str, Any], spec: SideSpec, times: list[float], interference: dict[str, Any]) -> dict:
@@ -213,7 +225,7 @@ def verdict(result: paired.PairedRatio, threshold: float) -> str:
 
 
 def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, seed: int,
-        say: Callable[[str], None] = print) -> tuple[dict[str, Any], int]:
+        say: Callable[[str], None] = print, per_turn: int = 2) -> tuple[dict[str, Any], int]:
     """Measure A and B interleaved; write a.json, b.json and ab.json under ``output``; (verdict doc, exit)."""
     varied = {k for k in set(a.settings) | set(b.settings) if a.settings.get(k) != b.settings.get(k)}
     varied |= {k for k in ("optimization", "batch_size") if getattr(a, k) != getattr(b, k)}
@@ -224,16 +236,16 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
         if problems:
             raise ABError("the sides differ in more than what was varied; refusing to compare:\n  "
                           + "\n  ".join(problems))
-        say(f"densebench ab: {pairs} pairs of rounds, ABBA-interleaved")
+        say(f"densebench ab: {pairs} pairs of turns ({per_turn} rounds each, the fastest counts), ABBA-interleaved")
         device = SimpleNamespace(type=info_a["device"].split(":")[0])
-        ta, tb, seen = measure_pairs(wa, wb, pairs, device)
+        ta, tb, every, seen = measure_pairs(wa, wb, pairs, per_turn, device)
     result = paired.paired_ratio(tb, ta, seed=seed)
     doc = {"ratio_b_over_a": result.to_json(), "threshold": threshold, "verdict": verdict(result, threshold),
            "half_width": result.half_width, "varied": sorted(varied),
            "packages_differ": package_changes(info_a, info_b),
-           "interference": seen, "cv": {"a": paired.cv(ta), "b": paired.cv(tb)},
+           "interference": seen, "cv": {"a": paired.cv(every["a"]), "b": paired.cv(every["b"])},
            "files": {"a": str(output / "a.json"), "b": str(output / "b.json")}}
-    for spec, info, times in ((a, info_a, ta), (b, info_b, tb)):
+    for spec, info, times in ((a, info_a, every["a"]), (b, info_b, every["b"])):
         (output / f"{spec.name}.json").write_text(json.dumps(side_json(info, spec, times, seen), indent=2))
     (output / "ab.json").write_text(json.dumps(doc, indent=2))
     return doc, 1 if doc["verdict"] == "regression" else 0

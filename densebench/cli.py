@@ -97,7 +97,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
     try:
         a, b = ab.make_sides(ab.parse_pairs(args.set, "--set"), ab.parse_pairs(args.a, "--a"),
                              ab.parse_pairs(args.b, "--b"))
-        doc, code = ab.run(a, b, Path(args.output), args.pairs, args.threshold, args.seed)
+        doc, code = ab.run(a, b, Path(args.output), args.pairs, args.threshold, args.seed,
+                           per_turn=args.rounds_per_turn)
     except ABError as exc:
         print(f"densebench ab: {exc}", file=sys.stderr)
         return 2
@@ -218,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="side A: python=, checkout=, optimization=, batch_size= or a setting (image_size=224)")
     abp.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="side B, as --a")
     abp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for both sides")
-    abp.add_argument("--pairs", type=int, default=30, help="pairs of rounds (default 30)")
+    abp.add_argument("--pairs", type=int, default=30, help="pairs of turns, ABBA order (default 30)")
+    abp.add_argument("--rounds-per-turn", type=int, default=2,
+                     help="rounds per side per turn, the fastest counts (default 2)")
     abp.add_argument("--threshold", type=_fraction, default=0.05, help="e.g. 5%% (default 5%%)")
     abp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     abp.add_argument("-o", "--output", default="ab", help="directory for a.json, b.json, ab.json (default: ab)")

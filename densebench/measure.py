@@ -56,7 +56,8 @@ class Measurement:
             "reason": None if parity["passed"] else "; ".join(parity["failures"]),
             "throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
             "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
-            "build_s": info["build_s"], "warmup_s": info["warmup_s"], "speedup": info.get("speedup")})
+            "build_s": info["build_s"], "warmup_s": info["warmup_s"], "speedup": info.get("speedup"),
+            "noise_warning": (info.get("noise") or {}).get("warning")})
 
 
 @dataclass
@@ -232,7 +233,11 @@ def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, f
     if timed.speedup is not None:
         record.speedup = PairedSpeedup.from_json(timed.speedup)
     rounds = list(stats.stats.data) if stats is not None else []
-    record.noise = Noise.from_json({"cv": paired.cv(rounds), **timed.interference})
+    seen = {"cv": paired.cv(rounds), **timed.interference}
+    if seen["cv"] is not None:
+        seen["warning"] = noise.warning(f"{runner.name} at batch size {batch_size}: the rounds' CV", seen["cv"],
+                                        noise.GATE_THRESHOLD, seen)
+    record.noise = Noise.from_json(seen)
     info = record.to_json()
     if ctx.scalars is not None:
         info["tensorboard_run"] = str(ctx.scalars.write(info))

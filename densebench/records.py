@@ -500,6 +500,8 @@ class Noise(Record):
     steal_s: float | None = _field("CPU time the hypervisor gave to other guests (steal, /proc/stat)", unit="s")
     gpu_other_processes: list[int] | None = _field("PIDs of other processes on the GPU (NVML); null on CPU")
     cause: str | None = _field("the largest interference seen, in words")
+    warning: str | None = _field("a warning line when cv exceeds 5% (the default gate threshold), naming the cause",
+                                 optional=True)
     reasons: dict[str, str] | None = _field("why a value is null")
 
 
@@ -624,6 +626,7 @@ class Outcome(Record):
     build_s: float | None = _field("build time charged to this benchmark", unit="s", optional=True)
     warmup_s: float | None = _field("warm-up time", unit="s", optional=True)
     speedup: PairedSpeedup | None = _field("as in the benchmark's extra_info", optional=True)
+    noise_warning: str | None = _field("extra_info.noise.warning", optional=True)
 
     def __post_init__(self) -> None:
         self.status = Status.parse(self.status)

@@ -108,6 +108,7 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if peak:
             lines.append(f"peak throughput (no budget): {peak.optimization} at batch {peak.batch_size}, "
                          f"{peak.throughput:.1f} img/s")
+    lines += [o["noise_warning"] for o in outcomes if o.get("noise_warning")]
     seen: set[tuple[str, str]] = set()
     for o in outcomes:
         if o["status"] in PROBLEM_STATUSES:

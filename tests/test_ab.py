@@ -83,7 +83,7 @@ def test_ab_between_two_venvs(tmp_path: Path) -> None:
     assert a["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == sys.prefix
     for side in (a, b):
         (bench,) = side["benchmarks"]
-        assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == 6
+        assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == 12  # 6 pairs x 2 rounds per turn
     # Both files are pytest-benchmark JSON: its own compare and densebench compare read them.
     listed = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(tmp_path / "ab" / "a.json"),
                              str(tmp_path / "ab" / "b.json")], capture_output=True, text=True, check=False)

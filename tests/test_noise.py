@@ -62,6 +62,11 @@ def test_a_run_records_paired_speedups_ftz_and_noise(run_suite, tmp_path) -> Non
     assert info["channels_last-bs1"]["denormals_flushed"] is False
     assert info["ftz+channels_last-bs1"]["parity"]["passed"]
     assert all(i["noise"]["cv"] is not None and i["noise"]["window_s"] > 0 for i in info.values())
+    for i in info.values():  # a warning exactly when the rounds varied more than the 5% gate threshold
+        warning = i["noise"].get("warning")
+        assert (warning is not None) == (i["noise"]["cv"] > 0.05)
+        if warning:
+            assert "cause seen:" in warning and warning in run.result.stdout.str()
     outcome = {o["optimization"]: o for o in run.outcomes()}
     assert outcome["channels_last"]["speedup"] == info["channels_last-bs1"]["speedup"]
     report = (build([run.path], tmp_path / "rep")["markdown"]).read_text()

@@ -18,15 +18,18 @@ def test_interleave_runs_rounds_in_abba_order_and_aligns_pairs() -> None:
     calls: list[str] = []
 
     def side(name: str, seconds: float):
-        def run() -> float:
-            calls.append(name)
-            return seconds + len(calls) * 1e-3  # each round's time tells when it ran
+        def run(k: int) -> list[float]:
+            calls.append(f"{name}{k}")
+            return [seconds + len(calls) * 1e-3 + i * 0.5 for i in range(k)]  # the first of a turn is fastest
         return run
 
     a, b = paired.interleave(side("a", 1.0), side("b", 2.0), 3)
-    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert calls == ["a1", "b1", "b1", "a1", "a1", "b1"]
     assert a == pytest.approx([1.001, 1.004, 1.005]) and b == pytest.approx([2.002, 2.003, 2.006])
-    with pytest.raises(ValueError, match="pairs must be >= 1"):
+    calls.clear()
+    a, b = paired.interleave(side("a", 1.0), side("b", 2.0), 2, per_turn=3)
+    assert calls == ["a3", "b3", "b3", "a3"] and a == pytest.approx([1.001, 1.004])  # each turn's fastest
+    with pytest.raises(ValueError, match="pairs and per_turn must be >= 1"):
         paired.interleave(side("a", 1), side("b", 1), 0)
 
 

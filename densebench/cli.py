@@ -94,6 +94,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
+    if args.pairs < 2 or args.rounds_per_turn < 1:
+        print(f"densebench ab: --pairs {args.pairs} / --rounds-per-turn {args.rounds_per_turn}: allowed are "
+              "--pairs >= 2 (a confidence interval needs at least two pairs) and --rounds-per-turn >= 1",
+              file=sys.stderr)
+        return 2
     try:
         a, b = ab.make_sides(ab.parse_pairs(args.set, "--set"), ab.parse_pairs(args.a, "--a"),
                              ab.parse_pairs(args.b, "--b"))

@@ -141,3 +141,4 @@ def test_bad_sides_are_refused_with_what_is_allowed(tmp_path: Path) -> None:
         ab.make_sides({}, {"checkout": str(tmp_path)}, {})
     proc, _ = densebench_ab(tmp_path, "--a", "nonsense", timeout=60)
     assert proc.returncode == 2 and "--a 'nonsense': expected KEY=VALUE" in proc.stderr
+    assert main(["ab", "--pairs", "1"]) == 2

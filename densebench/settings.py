@@ -289,8 +289,8 @@ OPTIONS: tuple[Option, ...] = (
            "untimed warm-up passes per optimization and batch size", "N"),
     Option("paired_rounds", "20", _integer(0),
            "after timing, pairs of rounds of this optimization and the baseline, interleaved (ABBA) in one "
-           "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI (0 = off)",
-           "interleaved rounds with the baseline for the paired speedup and its CI (`0`: off)", "N"),
+           "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI (0 or 1 = off)",
+           "interleaved rounds with the baseline for the paired speedup and its CI (`0` or `1`: off)", "N"),
     Option("seed", "0", _integer(0), "seed for random weights and synthetic data",
            "random weights and synthetic data", "N"),
     Option("crosscheck", "true", _bool,

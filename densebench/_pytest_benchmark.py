@@ -25,6 +25,7 @@ disappears from the installed release.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 from pytest_benchmark.session import BenchmarkSession
+from pytest_benchmark.stats import Stats
 from pytest_benchmark.utils import safe_dumps
 
 CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
@@ -187,3 +189,16 @@ def missing_attributes() -> list[str]:
     session_names, fixture_names = known(BenchmarkSession), known(BenchmarkFixture)
     return ([f"BenchmarkSession.{n}" for n in SESSION_ATTRIBUTES if n not in session_names]
             + [f"BenchmarkFixture.{n}" for n in FIXTURE_ATTRIBUTES if n not in fixture_names])
+
+
+def stats_json(times: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` of these round times (seconds), as its JSON writes them (without ``data``)."""
+    stats = Stats()
+    for t in times:
+        stats.update(t)
+    return stats.as_dict()
+
+
+def version() -> str:
+    """The installed pytest-benchmark's version (the JSON's ``version`` field)."""
+    return importlib.metadata.version("pytest-benchmark")

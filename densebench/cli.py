@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from . import compare, data, doctor, journal, storage
-from .errors import ReportError
+from . import ab, compare, data, doctor, journal, storage
+from .errors import ABError, ReportError
 from .optimizations import plan_for, techniques, unavailable_reason
 from .report import build, insights, load_all, table_lines, write
 from .settings import OPTIONS_BY_KEY, absolute_path, override_default
@@ -114,6 +114,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(compare.summary_line(changes))
     return 1 if any(c.flagged for c in changes) else 0
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    if args.pairs < 2 or args.rounds_per_turn < 1:
+        print(f"densebench ab: --pairs {args.pairs} / --rounds-per-turn {args.rounds_per_turn}: allowed are "
+              "--pairs >= 2 (a confidence interval needs at least two pairs) and --rounds-per-turn >= 1",
+              file=sys.stderr)
+        return 2
+    try:
+        a, b = ab.make_sides(ab.parse_pairs(args.set, "--set"), ab.parse_pairs(args.a, "--a"),
+                             ab.parse_pairs(args.b, "--b"))
+        doc, code = ab.run(a, b, Path(args.output), args.pairs, args.threshold, args.seed,
+                           per_turn=args.rounds_per_turn)
+    except ABError as exc:
+        print(f"densebench ab: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(ab.lines(doc)))
+    print(f"densebench ab: wrote {doc['files']['a']}, {doc['files']['b']} and {Path(args.output) / 'ab.json'}")
+    return code
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -230,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compare runs from different devices anyway")
     comp.add_argument("--allow-different-settings", action="store_true",
                       help="compare runs made with different image size, weights, dataset or parity settings anyway")
+    abp = sub.add_parser("ab", help="A/B of two sides (venvs, checkouts, settings), rounds interleaved; exit 1 "
+                                    "when B is slower beyond the threshold")
+    abp.add_argument("--a", action="append", default=[], metavar="KEY=VALUE",
+                     help="side A: python=, checkout=, optimization=, batch_size= or a setting (image_size=224)")
+    abp.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="side B, as --a")
+    abp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for both sides")
+    abp.add_argument("--pairs", type=int, default=30, help="pairs of turns, ABBA order (default 30)")
+    abp.add_argument("--rounds-per-turn", type=int, default=2,
+                     help="rounds per side per turn, the fastest counts (default 2)")
+    abp.add_argument("--threshold", type=_fraction, default=0.05, help="e.g. 5%% (default 5%%)")
+    abp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    abp.add_argument("-o", "--output", default="ab", help="directory for a.json, b.json, ab.json (default: ab)")
     rec = sub.add_parser("recover", help="turn a results journal (e.g. of a crashed run) into pytest-benchmark JSON")
     rec.add_argument("journal", help="journal-*.jsonl from OUTPUT/journals")
     rec.add_argument("-o", "--output", required=True, help="the JSON file to write (atomically)")
@@ -252,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"run": lambda a: cmd_run(a, extra), "report": cmd_report, "compare": cmd_compare,
-                "recover": cmd_recover, "show": cmd_show, "env": cmd_env, "list": cmd_list, "data": cmd_data,
-                **store_commands.HANDLERS}
+                "recover": cmd_recover, "ab": cmd_ab, "show": cmd_show, "env": cmd_env, "list": cmd_list,
+                "data": cmd_data, **store_commands.HANDLERS}
     return handlers[args.command](args)
 
 

@@ -49,6 +49,11 @@ class ReportError(DensebenchError, ValueError):
     """A results file that cannot be read, reported on or compared; the message says which and why."""
 
 
+class ABError(DensebenchError):
+    """``densebench ab`` cannot compare: bad side, a worker that failed, or sides that differ in more than
+    what was varied; the message says which and why (exit status 2)."""
+
+
 class StoreError(DensebenchError):
     """The results store cannot be opened, read or written (bad URL, unreachable server, a schema of
     another densebench version); the message names the store (password hidden) and what to do."""
@@ -59,5 +64,5 @@ class StorageWarning(UserWarning):
     the message says what was kept. See storage.py."""
 
 
-__all__ = ["BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
+__all__ = ["ABError", "BuildFailed", "DataError", "DensebenchError", "InputError", "OutOfMemory", "ReportError",
            "SettingsError", "StackError", "StorageWarning", "StoreError", "Unavailable", "WeightsError"]

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import noise, paired, profiling, storage, telemetry, timing
 from . import parity as parity_mod
-from . import profiling, storage, telemetry, timing
 from .errors import OutOfMemory
 from .optimizations import Runner
-from .records import BenchmarkRecord, Outcome, Profile, Status
+from .records import BenchmarkRecord, Noise, Outcome, PairedSpeedup, Profile, Status
 from .resources import Resources, device_name, first_line, is_oom
 from .settings import Settings
 
@@ -56,7 +56,8 @@ class Measurement:
             "reason": None if parity["passed"] else "; ".join(parity["failures"]),
             "throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
             "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
-            "build_s": info["build_s"], "warmup_s": info["warmup_s"]})
+            "build_s": info["build_s"], "warmup_s": info["warmup_s"], "speedup": info.get("speedup"),
+            "noise_warning": (info.get("noise") or {}).get("warning")})
 
 
 @dataclass
@@ -83,6 +84,8 @@ class _Timed:
     calls: int
     crosscheck: dict[str, Any] | None
     profile: dict[str, Any] | None
+    interference: dict[str, Any]
+    speedup: dict[str, Any] | None = None
 
 
 def measure(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, first_use: bool) -> Measurement:
@@ -93,6 +96,7 @@ def measure(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, first
     benchmark.group = f"batch_size={batch_size}"
     with runner.activated():
         timed = _warm_time_and_check(ctx, benchmark, runner, batch_size)
+    timed.speedup = _paired_speedup(ctx, runner, batch_size)
     info = _extra_info(ctx, benchmark, runner, batch_size, first_use, timed)
     benchmark.extra_info.update(info)
     return Measurement(benchmark.extra_info)
@@ -140,7 +144,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
     parity = parity_mod.compare(reference, logits, labels, res.thresholds, label_note)
     step = timing.make_step(runner, x, device)
     ctx.stage(runner.name, batch_size, "timing")
-    monitor, recompiles = _time(ctx, benchmark, step, where)
+    monitor, recompiles, interference = _time(ctx, benchmark, step, where)
     calls_in_window = step.calls  # before the cross-check and profile rounds, which run outside the window
     if s.crosscheck:
         ctx.stage(runner.name, batch_size, "cross-checking")
@@ -152,19 +156,21 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
                                   "timings are kept", lambda: profiling.profile_rounds(
                                       step, device, s.output, ctx.run_name, f"{runner.name}-bs{batch_size}",
                                       s.profile_rounds))
-    return _Timed(warmup_s, parity, monitor, recompiles, calls_in_window, crosscheck, profile)
+    return _Timed(warmup_s, parity, monitor, recompiles, calls_in_window, crosscheck, profile, interference)
 
 
-def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int]:
-    """pytest-benchmark's timed rounds, gc off, telemetry sampled: (monitor, recompiles inside the rounds)."""
+def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int, dict[str, Any]]:
+    """pytest-benchmark's timed rounds, gc off, telemetry sampled: (monitor, recompiles inside the rounds,
+    interference seen in the window)."""
     compiles_before = _compile_count()
     monitor = telemetry.Monitor(ctx.resources.device, ctx.settings)
+    seen = noise.Interference(ctx.resources.device)
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     oom = None
     try:
-        with monitor:
+        with monitor, seen:
             benchmark(step)
     except Exception as exc:
         if not is_oom(exc):
@@ -177,7 +183,25 @@ def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int
         step.x = None
         ctx.resources.free_device_memory()
         raise OutOfMemory(oom)
-    return monitor, _compile_count() - compiles_before
+    return monitor, _compile_count() - compiles_before, seen.result()
+
+
+def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, Any] | None:
+    """The paired speedup over a baseline kept alive beside ``runner`` (None for the baseline itself,
+    with --densebench-paired-rounds=0, or when the two do not fit in memory together)."""
+    s, res = ctx.settings, ctx.resources
+    if runner.name == "baseline" or s.paired_rounds < 2:
+        return None
+    ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
+    try:
+        ratio = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size), res.device,
+                                             s.paired_rounds, s.warmup, s.seed)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        res.free_device_memory()
+        return None
+    return ratio.to_json()
 
 
 def _crosscheck(ctx: Context, benchmark: Any, step: Any) -> dict[str, Any] | None:
@@ -207,6 +231,15 @@ def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, f
         telemetry=timed.monitor.result(batch_size, timed.calls), crosscheck=timed.crosscheck, worker=ctx.worker)
     if timed.profile is not None:
         record.profile = Profile.from_json(timed.profile)
+    record.denormals_flushed = runner.denormals_flushed
+    if timed.speedup is not None:
+        record.speedup = PairedSpeedup.from_json(timed.speedup)
+    rounds = list(stats.stats.data) if stats is not None else []
+    seen = {"cv": paired.cv(rounds), **timed.interference}
+    if seen["cv"] is not None:
+        seen["warning"] = noise.warning(f"{runner.name} at batch size {batch_size}: the rounds' CV", seen["cv"],
+                                        noise.GATE_THRESHOLD, seen)
+    record.noise = Noise.from_json(seen)
     info = record.to_json()
     if ctx.scalars is not None:
         written = storage.guarded("TensorBoard scalars", ctx.scalars.dir, "the benchmark's figures are kept in the "

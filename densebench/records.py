@@ -497,6 +497,37 @@ class Profile(Record):
 
 
 @dataclass(kw_only=True)
+class PairedSpeedup(Record):
+    """The speedup over the baseline with both alive and their rounds interleaved in one window
+    (``densebench.paired``): the median of per-pair ratios baseline round / this round."""
+
+    ratio: float = _field("median of the per-pair speedups", unit="x", required=True)
+    ci_low: float = _field("lower end of the bootstrap confidence interval", unit="x", required=True)
+    ci_high: float = _field("upper end of the bootstrap confidence interval", unit="x", required=True)
+    pairs: int = _field("pairs of rounds (one baseline round and one of this optimization each)", unit="pairs",
+                        required=True)
+    method: str = _field("how it was computed (paired.METHOD)", required=True)
+    confidence: float | None = _field("the interval's confidence level (0.95 = 95%)")
+
+
+@dataclass(kw_only=True)
+class Noise(Record):
+    """How noisy the timed rounds were, and what else ran on the machine meanwhile (``densebench.noise``)."""
+
+    cv: float | None = _field("coefficient of variation of the timed rounds (stddev / mean)", required=True)
+    window_s: float | None = _field("length of the window observed", unit="s")
+    other_processes_cpu_s: float | None = _field("CPU time used by other processes in the window (psutil)",
+                                                 unit="s")
+    other_processes_cpu_share: float | None = _field("other_processes_cpu_s / (window_s x logical CPUs)")
+    steal_s: float | None = _field("CPU time the hypervisor gave to other guests (steal, /proc/stat)", unit="s")
+    gpu_other_processes: list[int] | None = _field("PIDs of other processes on the GPU (NVML); null on CPU")
+    cause: str | None = _field("the largest interference seen, in words")
+    warning: str | None = _field("a warning line when cv exceeds 5% (the default gate threshold), naming the cause",
+                                 optional=True)
+    reasons: dict[str, str] | None = _field("why a value is null")
+
+
+@dataclass(kw_only=True)
 class BenchmarkRecord(Record):
     """One benchmark (an optimization at a batch size): pytest-benchmark's ``extra_info``."""
 
@@ -519,6 +550,12 @@ class BenchmarkRecord(Record):
                                            unit="compilations")
     parity: Parity = _field("agreement with the baseline", required=True)
     runner: RunnerInfo = _field("how it ran: techniques, input dtype and layout, backend details")
+    denormals_flushed: bool | None = _field("whether denormal floats were flushed to zero while timing (ftz)",
+                                            optional=True)
+    speedup: PairedSpeedup | None = _field("paired, interleaved speedup over the baseline with its CI "
+                                           "(--densebench-paired-rounds)", optional=True)
+    noise: Noise | None = _field("round-to-round variation and interference during the timed window",
+                                 optional=True)
     weights: str = _field("source of the weights used: 'imagenet', 'random' or 'file'")
     dataset: str = _field("source of the images used: 'tiny-imagenet', 'synthetic' or 'folder'")
     worker: WorkerAssignment | None = _field("the xdist worker that measured it", optional=True)
@@ -611,6 +648,8 @@ class Outcome(Record):
     precision: str | None = _field("as in the benchmark's extra_info", optional=True)
     build_s: float | None = _field("build time charged to this benchmark", unit="s", optional=True)
     warmup_s: float | None = _field("warm-up time", unit="s", optional=True)
+    speedup: PairedSpeedup | None = _field("as in the benchmark's extra_info", optional=True)
+    noise_warning: str | None = _field("extra_info.noise.warning", optional=True)
 
     def __post_init__(self) -> None:
         self.status = Status.parse(self.status)

@@ -46,10 +46,11 @@ class Record:
     precision: str | None
     parity_passed: bool
     setup_s: float | None
+    speedup: dict[str, Any] | None = None  # extra_info.speedup (paired, with CI)
 
     def row(self) -> summary.Row:
         return summary.Row(self.optimization, self.batch_size, self.throughput, self.p99_ms, self.peak_memory_mb,
-                           self.parity_passed, self.precision, self.run.label)
+                           self.parity_passed, self.precision, self.run.label, self.speedup)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
             continue
         out.append(Record(run, info["optimization"], int(info["batch_size"]), float(throughput), lat.get("p50"),
                           lat.get("p99"), peak_memory_mb(info), _energy(info), info.get("precision"),
-                          bool((info.get("parity") or {}).get("passed", True)), info.get("setup_s")))
+                          bool((info.get("parity") or {}).get("passed", True)), info.get("setup_s"),
+                          info.get("speedup")))
     return out
 
 
@@ -164,14 +166,13 @@ def _batch_insights(rows: list[summary.Row], prefix: str) -> list[str]:
         if top is None:
             lines.append(f"{prefix}at batch {bs} no optimization passed parity.")
             continue
-        sp = summary.speedup(top, group)
+        sp = summary.speedup_text(top, group)
         text = f"{prefix}fastest at batch {bs}: **{top.optimization}**, {top.throughput:.1f} img/s"
-        text += f" ({sp:.2f}x baseline)" if sp else ""
+        text += f" ({sp} baseline)" if sp != "—" else ""
         text += f", p99 {top.p99_ms:.1f} ms." if top.p99_ms is not None else "."
         lines.append(text)
-        slower = [(r.optimization, r.throughput / b.throughput) for r in group
-                  for b in group if b.optimization == "baseline" and r.throughput < b.throughput
-                  and r.optimization != "baseline"]
+        speedups = [(r.optimization, summary.speedup(r, group)) for r in group if r.optimization != "baseline"]
+        slower = [(o, x) for o, x in speedups if x is not None and x < 1]
         if slower:
             lines.append(f"{prefix}slower than baseline at batch {bs}: "
                          + ", ".join(f"{o} ({x:.2f}x)" for o, x in sorted(slower, key=lambda t: t[1])) + ".")
@@ -365,8 +366,9 @@ def _plot_speedup(f: _Figures, records: list[Record]) -> None:
         opts = list(dict.fromkeys(r.optimization for r in recs))
         sizes = sorted({r.batch_size for r in recs})
         base = {r.batch_size: r.throughput for r in recs if r.optimization == "baseline"}
-        matrix = [[next((r.throughput / base[bs] for r in recs if r.optimization == o and r.batch_size == bs
-                         and bs in base), float("nan")) for bs in sizes] for o in opts]
+        matrix = [[next(((r.speedup or {}).get("ratio") or r.throughput / base[bs] for r in recs
+                         if r.optimization == o and r.batch_size == bs and bs in base), float("nan"))
+                   for bs in sizes] for o in opts]
         finite = [v for row in matrix for v in row if not math.isnan(v)]
         vmax = max([2.0, *finite])
         vmin = min([0.5, *finite])
@@ -525,10 +527,12 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
         for bs in sorted({r.batch_size for r in rows}):
             group = sorted((r for r in rows if r.batch_size == bs), key=lambda r: -r.throughput)
             base = next((r.throughput for r in group if r.optimization == "baseline"), None)
+            ranked = [r.row() for r in group]
             doc.add("h3", f"{run.label} — batch size {bs}")
-            doc.add("table", (["#", "optimization", "precision", "img/s", "speedup", "p50 ms", "p99 ms",
-                               "peak MB", "mJ/img", "setup s", "parity"],
+            doc.add("table", (["#", "optimization", "precision", "img/s", "speedup [95% CI]", "sequential",
+                               "p50 ms", "p99 ms", "peak MB", "mJ/img", "setup s", "parity"],
                               [[i + 1, r.optimization, r.precision or "—", f"{r.throughput:.1f}",
+                                summary.speedup_text(ranked[i], ranked) if r.speedup else "—",
                                 f"{r.throughput / base:.2f}x" if base else "—", _fmt(r.p50_ms, ".2f"),
                                 _fmt(r.p99_ms, ".2f"), _fmt(r.peak_memory_mb, ".0f"),
                                 _fmt(None if r.energy_per_image_j is None else 1000 * r.energy_per_image_j, ".2f"),

@@ -115,6 +115,11 @@ class Resources:
         finally:
             runner.release()
 
+    @cached_property
+    def paired_baseline(self) -> Runner:
+        """A baseline runner kept alive beside each optimization for the paired speedup (built once)."""
+        return build_runner("baseline", self.model, self.data.batch(1), self.context())
+
     def context(self) -> BuildContext:
         cache = (self.settings.output / "cache").resolve()
         return BuildContext(device=self.device, calibration=self.calibration[0], cache_dir=cache,

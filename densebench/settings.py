@@ -336,6 +336,10 @@ OPTIONS: tuple[Option, ...] = (
            "maximum logit error relative to the between-image spread", "RATIO"),
     Option("warmup", "3", _integer(1), "untimed warm-up forward passes per optimization and batch size (>= 1)",
            "untimed warm-up passes per optimization and batch size", "N"),
+    Option("paired_rounds", "20", _integer(0),
+           "after timing, pairs of rounds of this optimization and the baseline, interleaved (ABBA) in one "
+           "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI (0 or 1 = off)",
+           "interleaved rounds with the baseline for the paired speedup and its CI (`0` or `1`: off)", "N"),
     Option("seed", "0", _integer(0), "seed for random weights and synthetic data",
            "random weights and synthetic data", "N"),
     Option("crosscheck", "true", _bool,
@@ -405,6 +409,7 @@ class Settings:
     parity_top5: float
     parity_logit_error: float
     warmup: int
+    paired_rounds: int  # pairs of rounds with the baseline, interleaved; 0 = no paired speedup
     seed: int
     crosscheck: bool
     profile: bool

@@ -24,6 +24,7 @@ class Row:
     parity_passed: bool
     precision: str | None = None
     label: str = ""  # machine/run label when several runs are merged
+    paired: dict[str, Any] | None = None  # extra_info.speedup: the paired speedup over baseline with its CI
 
 
 def rows_from_outcomes(outcomes: Iterable[dict[str, Any]]) -> list[Row]:
@@ -33,7 +34,7 @@ def rows_from_outcomes(outcomes: Iterable[dict[str, Any]]) -> list[Row]:
             continue
         rows.append(Row(o["optimization"], int(o["batch_size"]), float(o["throughput_samples_per_s"]),
                         (o.get("latency_ms") or {}).get("p99"), o.get("peak_memory_mb"),
-                        o.get("status") == Status.MEASURED, o.get("precision")))
+                        o.get("status") == Status.MEASURED, o.get("precision"), paired=o.get("speedup")))
     return rows
 
 
@@ -44,9 +45,28 @@ def by_batch(rows: Iterable[Row]) -> dict[tuple[str, int], list[Row]]:
     return dict(sorted(groups.items()))
 
 
-def speedup(row: Row, group: list[Row]) -> float | None:
+def sequential_speedup(row: Row, group: list[Row]) -> float | None:
+    """Throughput over the baseline's, each timed in its own window (load between them distorts it)."""
     base = next((r for r in group if r.optimization == "baseline"), None)
     return row.throughput / base.throughput if base else None
+
+
+def speedup(row: Row, group: list[Row]) -> float | None:
+    """The paired speedup (baseline and this interleaved in one window) when measured, else the sequential one."""
+    if row.paired:
+        return float(row.paired["ratio"])
+    return 1.0 if row.optimization == "baseline" else sequential_speedup(row, group)
+
+
+def speedup_text(row: Row, group: list[Row]) -> str:
+    """'2.31x [2.25-2.37]' (paired, with its CI), '2.31x (sequential)' without pairs, '—' without a baseline."""
+    if row.paired:
+        p = row.paired
+        return f"{p['ratio']:.2f}x [{p['ci_low']:.2f}-{p['ci_high']:.2f}]"
+    sp = speedup(row, group)
+    if sp is None:
+        return "—"
+    return f"{sp:.2f}x" if row.optimization == "baseline" else f"{sp:.2f}x (sequential)"
 
 
 def best(group: list[Row]) -> Row | None:
@@ -69,9 +89,9 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if top is None:
             lines.append(f"batch {bs}: no optimization passed parity")
             continue
-        sp = speedup(top, group)
+        sp = speedup_text(top, group)
         text = f"batch {bs}: best {top.optimization} {top.throughput:.1f} img/s"
-        text += f" ({sp:.2f}x baseline)" if sp else " (baseline not measured)"
+        text += f" ({sp} baseline)" if sp != "—" else " (baseline not measured)"
         if top.p99_ms is not None:
             text += f", p99 {top.p99_ms:.2f} ms"
         if top.peak_memory_mb is not None:
@@ -88,6 +108,7 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if peak:
             lines.append(f"peak throughput (no budget): {peak.optimization} at batch {peak.batch_size}, "
                          f"{peak.throughput:.1f} img/s")
+    lines += [o["noise_warning"] for o in outcomes if o.get("noise_warning")]
     seen: set[tuple[str, str]] = set()
     for o in outcomes:
         if o["status"] in PROBLEM_STATUSES:

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (each module registers its techniques)
     compile_max,
     cudagraphs,
     fp16,
+    ftz,
     int8,
     jit,
     onnxruntime,

@@ -342,6 +342,7 @@ class Runner:
         self.precision = backed.precision or precision_of(plan, device.type)
         self.info = dict(backed.info)
         self.build_s = build_s
+        self.denormals_flushed = False  # set by activated(): whether the CPU flushed denormals to zero
 
     def prepare(self, batch: torch.Tensor) -> Any:
         """CPU float32 NCHW batch -> what forward() takes, resident on the device. Not timed."""
@@ -360,8 +361,9 @@ class Runner:
 
     @contextlib.contextmanager
     def activated(self) -> Iterator[None]:
-        """Process-wide flags this runner needs (TF32, cuDNN autotune) plus inference mode."""
-        with flags(self.device, tf32=self.plan.tf32):
+        """Process-wide flags this runner needs (TF32, cuDNN autotune, flush-to-zero) plus inference mode."""
+        with flags(self.device, tf32=self.plan.tf32), flush_denormal(self.plan.option("flush_denormal", False)) as on:
+            self.denormals_flushed = on
             yield
 
     def release(self) -> None:
@@ -437,6 +439,22 @@ def flags(device: torch.device, tf32: bool = False) -> Iterator[None]:
     finally:
         cudnn.benchmark = benchmark
         _restore_tf32(torch, state)
+
+
+@contextlib.contextmanager
+def flush_denormal(wanted: bool) -> Iterator[bool]:
+    """Flush denormal floats to zero on the CPU while inside (``torch.set_flush_denormal``); yields
+    whether it is on (False when not wanted, or when the CPU lacks SSE3's DAZ/FTZ). Off afterwards."""
+    if not wanted:
+        yield False
+        return
+    import torch  # heavy, optional
+
+    on = bool(torch.set_flush_denormal(True))
+    try:
+        yield on
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def torch_memory_format(plan: Plan) -> Any:

@@ -1,0 +1,198 @@
+"""Interleaved A/B rounds and paired ratios with bootstrap confidence intervals.
+
+On a shared machine, load from other jobs moves whole windows of time: two absolute medians
+measured minutes apart differed by up to 2x here. When the two sides of a comparison take turns
+round by round, a burst of load hits both sides of the same pair alike, and the ratio inside a
+pair stays steady. So a comparison is measured as *pairs*: pair ``i`` holds one round of A and
+one round of B run back to back, and the decision is made on the per-pair ratios.
+
+Method (``METHOD``):
+
+* **ABBA order** (:func:`abba_order`): pairs alternate A-then-B and B-then-A, so a linear drift
+  within the window (warming, throttling, load ramping up) adds as much to A as to B over every
+  two pairs: the standard counterbalanced (crossover) design of experimental psychology.
+* **Turns**: in each pair, each side runs ``per_turn`` rounds back to back and counts the fastest.
+  Load from other processes only ever adds time to a round, so the minimum of a few rounds is the
+  most robust estimate of the undisturbed time (Chen & Revels, "Robust benchmarking in noisy
+  environments", HPEC 2016). Measured here under an on/off background load with 60 rounds per side:
+  CI half-width 3.4-4.8% with 2 rounds per turn, 7.0-10.4% with single rounds.
+* **Statistic**: the median of the per-pair time ratios ``b_i / a_i`` (robust to the pairs that a
+  burst of load hits unevenly; the mean of ratios is not).
+* **Interval**: percentile bootstrap over the pairs (Efron & Tibshirani, *An Introduction to the
+  Bootstrap*, 1993, ch. 13), by ``scipy.stats.bootstrap``; resampling whole pairs keeps the pairing.
+  Paired and interleaved benchmarking with bootstrap intervals follows Kalibera & Jones, "Rigorous
+  Benchmarking in Reasonable Time" (ISMM 2013).
+
+Measured on the 2-core development machine (issue 14): two processes holding the same
+DenseNet-121 under an on/off background load, 12 repetitions of 30 rounds: the sequential
+ratio B/A ranged 0.58-2.09, the median of 30 interleaved paired ratios 0.95-1.07.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from . import timing
+from .compare import bootstrap_ratio
+
+METHOD = "median of paired ratios, ABBA-interleaved turns (fastest round of each), percentile bootstrap CI"
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A paired comparison: ``ratio`` is the median of per-pair ratios, ``[ci_low, ci_high]`` its interval.
+
+    ``pairs`` is how many pairs went in; ``confidence`` the interval's level (0.95 = 95%)."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    pairs: int
+    method: str = METHOD
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width relative to the ratio (0.03 = the ratio is known to +-3%)."""
+        return (self.ci_high - self.ci_low) / 2 / self.ratio
+
+    def beyond(self, threshold: float) -> str | None:
+        """'above' when the whole interval lies above ``1 + threshold``, 'below' when below ``1 - threshold``.
+
+        None when the interval reaches into ``[1 - threshold, 1 + threshold]`` (no decision)."""
+        if self.ci_low > 1 + threshold:
+            return "above"
+        if self.ci_high < 1 - threshold:
+            return "below"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "pairs": self.pairs,
+                "method": self.method, "confidence": self.confidence}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PairedRatio:
+        return cls(float(doc["ratio"]), float(doc["ci_low"]), float(doc["ci_high"]), int(doc["pairs"]),
+                   str(doc.get("method", METHOD)), float(doc.get("confidence", 0.95)))
+
+
+def abba_order(pairs: int) -> list[tuple[str, str]]:
+    """Which side runs first in each pair: ``[("a", "b"), ("b", "a"), ("a", "b"), ...]`` (``pairs`` entries)."""
+    return [("a", "b") if i % 2 == 0 else ("b", "a") for i in range(pairs)]
+
+
+def interleave(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[float]], pairs: int,
+               per_turn: int = 1) -> tuple[list[float], list[float]]:
+    """Run ``pairs`` pairs of turns in ABBA order; ``run_x(k)`` runs k rounds back to back and returns
+    their seconds; a turn is ``per_turn`` rounds and counts its fastest.
+
+    Returns (a_times, b_times), both ``pairs`` long and aligned: entry ``i`` of each is pair ``i``."""
+    if pairs < 1 or per_turn < 1:
+        raise ValueError(f"pairs and per_turn must be >= 1, got {pairs} and {per_turn}")
+    run = {"a": run_a, "b": run_b}
+    a_times, b_times = [], []
+    for first, second in abba_order(pairs):
+        got = {first: min(run[first](per_turn)), second: min(run[second](per_turn))}
+        a_times.append(got["a"])
+        b_times.append(got["b"])
+    return a_times, b_times
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                 resamples: int = 2000, seed: int | None = 0) -> PairedRatio:
+    """Median of ``numerator[i] / denominator[i]`` with a percentile bootstrap interval over the pairs.
+
+    Both sequences are round times in seconds (any one unit), aligned by pair. ``seed`` fixes the
+    bootstrap's random generator (None: fresh entropy). For a time ratio B/A pass (b, a); for a
+    speedup of a candidate over a baseline pass (baseline, candidate). Raises ValueError when the
+    lengths differ, fewer than 2 pairs are given, or a time is not positive."""
+    num = np.asarray(numerator, dtype=float)
+    den = np.asarray(denominator, dtype=float)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"paired rounds must align: {num.shape} vs {den.shape}")
+    if num.size < 2:
+        raise ValueError(f"a paired ratio needs at least 2 pairs, got {num.size}")
+    if (num <= 0).any() or (den <= 0).any():
+        raise ValueError("round times must be positive")
+    ratios = num / den
+    median = float(np.median(ratios))
+    if np.ptp(ratios) == 0:  # every pair agrees: the bootstrap has nothing to resample
+        return PairedRatio(median, median, median, int(num.size), confidence=confidence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant data; the interval stays valid
+        result = stats.bootstrap((ratios,), np.median, confidence_level=confidence, n_resamples=resamples,
+                                 method="percentile", rng=np.random.default_rng(seed))
+    ci = result.confidence_interval
+    return PairedRatio(median, float(ci.low), float(ci.high), int(num.size), confidence=confidence)
+
+
+def sequential_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                     resamples: int = 2000, seed: int | None = 0) -> PairedRatio:
+    """The unpaired comparison, for contrast: median(numerator) / median(denominator), each side
+    resampled on its own (what ``densebench compare`` does between two runs). Same units as
+    :func:`paired_ratio`; the result's ``pairs`` is the smaller side's round count."""
+    if min(len(numerator), len(denominator)) < 2:
+        raise ValueError("a ratio needs at least 2 rounds per side")
+    low, high = bootstrap_ratio(list(denominator), list(numerator), resamples, confidence, seed or 0)
+    return PairedRatio(statistics.median(numerator) / statistics.median(denominator), low, high,
+                       min(len(numerator), len(denominator)), "ratio of medians, sequential windows, bootstrap CI",
+                       confidence)
+
+
+def cv(times: Sequence[float]) -> float | None:
+    """Coefficient of variation (standard deviation / mean) of round times; None below 2 rounds."""
+    if len(times) < 2:
+        return None
+    return statistics.stdev(times) / statistics.fmean(times)
+
+
+def _timed_rounds(runner: Any, step: Callable[[], Any]) -> Callable[[int], list[float]]:
+    """k rounds of ``step`` under ``runner``'s process flags; returns the seconds of each step alone."""
+
+    def run(k: int) -> list[float]:
+        times = []
+        with runner.activated():
+            for _ in range(k):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+        return times
+
+    return run
+
+
+def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any, pairs: int, warmup: int,
+                          seed: int = 0) -> PairedRatio:
+    """The candidate's speedup over the baseline, both runners alive, ``pairs`` ABBA-interleaved rounds.
+
+    ``batch`` is the CPU float32 NCHW batch both prepare for themselves (untimed); each side gets
+    ``warmup`` untimed passes first. Each round is one synchronized forward pass (``timing.Step``),
+    timed with ``time.perf_counter``; the garbage collector is off during the pairs. A turn is 2 rounds
+    (1 when a round takes over a second). The ratio is baseline round time / candidate round time
+    (2.0 = the candidate takes half the time)."""
+    steps = []
+    for runner in (baseline, candidate):
+        with runner.activated():
+            step = timing.make_step(runner, runner.prepare(batch), device)
+            for _ in range(warmup):
+                step()
+        steps.append(_timed_rounds(runner, step))
+    slowest = max(min(run(1)) for run in steps)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        base_times, cand_times = interleave(steps[0], steps[1], pairs, per_turn=1 if slowest > 1.0 else 2)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return paired_ratio(base_times, cand_times, seed=seed)

@@ -1,0 +1,144 @@
+"""``densebench ab``: two long-lived workers, rounds interleaved, a paired verdict; two venvs, two image sizes.
+
+The gate tests at the end are the paired replacements of the compare tests that once needed a 100%
+threshold: same code must not be flagged at 5%, and a 4x heavier workload must be, with one core kept
+busy by another process while they run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from densebench import ab
+from densebench.cli import main
+from densebench.errors import ABError
+from tests.conftest import HANG_GUARD, REPO, pace_s
+
+FAST = ["--set", "device=cpu", "--set", "weights=random", "--set", "dataset=synthetic", "--set", "eval_samples=2",
+        "--set", "calibration_samples=0", "--set", "warmup=2"]
+
+
+def densebench_ab(tmp: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp / "ab"
+    proc = subprocess.run([sys.executable, "-m", "densebench.cli", "ab", *FAST, *args, "-o", str(out)],
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    doc = json.loads((out / "ab.json").read_text()) if (out / "ab.json").is_file() else {}
+    return proc, doc
+
+
+def check_consistent(proc: subprocess.CompletedProcess, doc: dict) -> None:
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert (proc.returncode == 1) == (doc["verdict"] == "regression"), (proc.stdout, doc)
+    r = doc["ratio_b_over_a"]
+    assert r["ci_low"] <= r["ratio"] <= r["ci_high"] and r["method"]
+
+
+@pytest.fixture
+def busy_core():
+    """Another process keeps one core busy for the whole test."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield spin
+    spin.kill()
+    spin.wait()
+
+
+def make_venv(tmp: Path) -> Path:
+    """A second venv (``--system-site-packages``, plus this environment's packages through a .pth file)
+    that differs by one pure-Python package installed from a directory made here, without network."""
+    venv = tmp / "venv-b"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "parent-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    probe = tmp / "probe"
+    (probe / "densebench_ab_probe").mkdir(parents=True)
+    (probe / "densebench_ab_probe" / "__init__.py").write_text("VERSION = '0.1'\n")
+    (probe / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n'
+                                          'build-backend = "setuptools.build_meta"\n'
+                                          '[project]\nname = "densebench-ab-probe"\nversion = "0.1"\n')
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
+                    "--no-build-isolation", "--no-deps", str(probe)], check=True, capture_output=True)
+    return python
+
+
+def test_ab_between_two_venvs(tmp_path: Path) -> None:
+    python_b = make_venv(tmp_path)
+    proc, doc = densebench_ab(tmp_path, "--set", "image_size=32", "--b", f"python={python_b}", "--pairs", "6",
+                              timeout=HANG_GUARD * pace_s())
+    check_consistent(proc, doc)
+    assert "densebench-ab-probe: absent (A) vs 0.1 (B)" in doc["packages_differ"]
+    assert "packages differ (" in proc.stdout
+    a = json.loads((tmp_path / "ab" / "a.json").read_text())
+    b = json.loads((tmp_path / "ab" / "b.json").read_text())
+    assert b["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == str(python_b.parent.parent)
+    assert a["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == sys.prefix
+    for side in (a, b):
+        (bench,) = side["benchmarks"]
+        assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == 12  # 6 pairs x 2 rounds per turn
+    # Both files are pytest-benchmark JSON: its own compare and densebench compare read them.
+    listed = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(tmp_path / "ab" / "a.json"),
+                             str(tmp_path / "ab" / "b.json")], capture_output=True, text=True, check=False)
+    assert listed.returncode == 0 and "test_inference[baseline-bs1]" in listed.stdout, listed.stderr
+    assert main(["compare", str(tmp_path / "ab" / "a.json"), str(tmp_path / "ab" / "b.json")]) in (0, 1)
+
+
+def test_ab_between_two_image_sizes(tmp_path: Path) -> None:
+    proc, doc = densebench_ab(tmp_path, "--a", "image_size=32", "--b", "image_size=48", "--pairs", "6",
+                              timeout=HANG_GUARD * pace_s())
+    check_consistent(proc, doc)
+    assert doc["varied"] == ["image_size"]
+    sizes = [json.loads((tmp_path / "ab" / f"{s}.json").read_text())["benchmarks"][0]["extra_info"]["image_size"]
+             for s in ("a", "b")]
+    assert sizes == [32, 48]
+
+
+def test_same_code_is_not_flagged_at_5_percent_with_a_core_busy(tmp_path: Path, busy_core) -> None:
+    proc, doc = densebench_ab(tmp_path, "--set", "image_size=64", "--pairs", "20", "--threshold", "5%",
+                              timeout=HANG_GUARD * pace_s())
+    check_consistent(proc, doc)
+    assert proc.returncode == 0 and doc["verdict"] != "regression", doc
+
+
+def test_a_4x_heavier_workload_is_flagged_at_5_percent_with_a_core_busy(tmp_path: Path, busy_core) -> None:
+    proc, doc = densebench_ab(tmp_path, "--a", "image_size=64", "--b", "image_size=128", "--pairs", "20",
+                              "--threshold", "5%", timeout=HANG_GUARD * pace_s())
+    check_consistent(proc, doc)
+    assert proc.returncode == 1 and doc["verdict"] == "regression", doc
+    assert "regression at a 5% threshold" in proc.stdout
+
+
+def info(**changes) -> dict:
+    base = {"device": "cpu", "device_name": "AMD EPYC", "settings": {"image_size": 224, "seed": 0, "output": "x"},
+            "weights": "random", "dataset": "synthetic", "optimization": "baseline", "batch_size": 1,
+            "model_digest": "abc"}
+    return {**base, **changes}
+
+
+def test_differences_name_what_differs_beyond_what_was_varied() -> None:
+    assert ab.differences(info(), info(settings={"image_size": 224, "seed": 0, "output": "y"}), set()) == []
+    assert ab.differences(info(), info(device="cuda:0", device_name="H200"), set()) == [
+        "device: cpu (AMD EPYC) vs cuda:0 (H200)"]
+    other = info(settings={"image_size": 235, "seed": 0, "output": "x"})
+    assert ab.differences(info(), other, set()) == ["image_size: 224 vs 235"]
+    assert ab.differences(info(), other, {"image_size"}) == []
+    assert ab.differences(info(), info(weights="imagenet", model_digest="def"), set()) == [
+        "weights: 'random' vs 'imagenet'", "model weights digest: abc vs def"]
+
+
+def test_bad_sides_are_refused_with_what_is_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ABError, match="expected KEY=VALUE with KEY one of python, checkout"):
+        ab.parse_pairs(["colour=red"], "--a")
+    with pytest.raises(ABError, match="has no densebench/ package"):
+        ab.make_sides({}, {"checkout": str(tmp_path)}, {})
+    proc, _ = densebench_ab(tmp_path, "--a", "nonsense", timeout=60)
+    assert proc.returncode == 2 and "--a 'nonsense': expected KEY=VALUE" in proc.stderr
+    assert main(["ab", "--pairs", "1"]) == 2

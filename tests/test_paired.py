@@ -1,0 +1,93 @@
+"""Paired statistics on fabricated rounds: ABBA order, the median of paired ratios and its interval."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from densebench import paired
+
+
+def test_abba_order_alternates_which_side_goes_first() -> None:
+    assert paired.abba_order(4) == [("a", "b"), ("b", "a"), ("a", "b"), ("b", "a")]
+
+
+def test_interleave_runs_rounds_in_abba_order_and_aligns_pairs() -> None:
+    calls: list[str] = []
+
+    def side(name: str, seconds: float):
+        def run(k: int) -> list[float]:
+            calls.append(f"{name}{k}")
+            return [seconds + len(calls) * 1e-3 + i * 0.5 for i in range(k)]  # the first of a turn is fastest
+        return run
+
+    a, b = paired.interleave(side("a", 1.0), side("b", 2.0), 3)
+    assert calls == ["a1", "b1", "b1", "a1", "a1", "b1"]
+    assert a == pytest.approx([1.001, 1.004, 1.005]) and b == pytest.approx([2.002, 2.003, 2.006])
+    calls.clear()
+    a, b = paired.interleave(side("a", 1.0), side("b", 2.0), 2, per_turn=3)
+    assert calls == ["a3", "b3", "b3", "a3"] and a == pytest.approx([1.001, 1.004])  # each turn's fastest
+    with pytest.raises(ValueError, match="pairs and per_turn must be >= 1"):
+        paired.interleave(side("a", 1), side("b", 1), 0)
+
+
+def loaded_window(n: int, ratio: float, seed: int) -> tuple[list[float], list[float]]:
+    """Pairs whose shared load factor swings 1x-3x from pair to pair; B is ``ratio`` times A plus 2% jitter."""
+    rng = random.Random(seed)
+    a, b = [], []
+    for _ in range(n):
+        load = rng.choice([1.0, 1.0, 2.0, 3.0])
+        a.append(0.1 * load * rng.uniform(0.98, 1.02))
+        b.append(0.1 * ratio * load * rng.uniform(0.98, 1.02))
+    return a, b
+
+
+def test_paired_ratio_sees_through_load_that_moves_both_sides() -> None:
+    a, b = loaded_window(30, 1.10, seed=1)
+    result = paired.paired_ratio(b, a, seed=0)
+    assert result.pairs == 30 and result.method == paired.METHOD
+    assert result.ci_low <= result.ratio <= result.ci_high
+    assert 1.05 < result.ci_low and result.ci_high < 1.15, result
+    assert result.beyond(0.05) == "above"
+    # Sequential windows: A timed while the machine was quiet, B while it was loaded 2x.
+    quiet_a = [0.1 * (1 + 0.01 * math.sin(i)) for i in range(30)]
+    loaded_b = [0.2 * 1.10 * (1 + 0.01 * math.cos(i)) for i in range(30)]
+    assert paired.sequential_ratio(loaded_b, quiet_a).ratio == pytest.approx(2.2, rel=0.02)
+
+
+def test_same_code_is_no_decision_and_an_improvement_is_below() -> None:
+    a, b = loaded_window(30, 1.0, seed=2)
+    same = paired.paired_ratio(b, a)
+    assert abs(same.ratio - 1) < 0.02 and same.beyond(0.05) is None
+    faster = paired.paired_ratio(*loaded_window(30, 1.25, seed=3))  # A over B: B is 1.25x slower
+    assert faster.beyond(0.05) == "below" and faster.ratio == pytest.approx(0.8, rel=0.03)
+
+
+def test_fixed_seed_repeats_and_json_round_trips() -> None:
+    a, b = loaded_window(20, 1.02, seed=4)
+    one, two = paired.paired_ratio(b, a, seed=7), paired.paired_ratio(b, a, seed=7)
+    assert one == two
+    assert paired.PairedRatio.from_json(one.to_json()) == one
+    assert one.half_width == pytest.approx((one.ci_high - one.ci_low) / 2 / one.ratio)
+
+
+def test_identical_pairs_give_a_zero_width_interval() -> None:
+    result = paired.paired_ratio([2.0] * 5, [1.0] * 5)
+    assert (result.ratio, result.ci_low, result.ci_high) == (2.0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize(("num", "den", "message"), [
+    ([1.0, 2.0], [1.0], "must align"),
+    ([1.0], [1.0], "at least 2 pairs"),
+    ([1.0, 0.0], [1.0, 1.0], "positive"),
+])
+def test_bad_rounds_are_refused(num: list[float], den: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        paired.paired_ratio(num, den)
+
+
+def test_cv() -> None:
+    assert paired.cv([1.0]) is None
+    assert paired.cv([1.0, 3.0]) == pytest.approx(math.sqrt(2) / 2)

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .paired import bootstrap_ratio
 from .report import ReportError, load
 
 FLAGGED = ("regression", "missing", "parity failed")  # verdicts that fail the gate
@@ -102,20 +101,6 @@ def differences(base_doc: dict[str, Any], new_doc: dict[str, Any]) -> list[str]:
     base, new = _measured_what(base_doc), _measured_what(new_doc)
     return [f"{name}: {base[name]} in the base, {new[name]} in the new run" for name in base
             if base[name] is not None and new[name] is not None and base[name] != new[name]]
-
-
-def bootstrap_ratio(base: list[float], new: list[float], resamples: int, confidence: float,
-                    seed: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(new) / median(base)."""
-    rng = np.random.default_rng(seed)
-    b = np.asarray(base, dtype=float)
-    n = np.asarray(new, dtype=float)
-    b_med = np.median(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
-    n_med = np.median(rng.choice(n, size=(resamples, n.size), replace=True), axis=1)
-    ratios = n_med / b_med
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def _median_s(bench: dict[str, Any], path: Path) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from .telemetry import Nvml
+from .nvml import Nvml
 
 _BUSY = ("user", "nice", "system", "irq", "softirq")
 # The threshold a benchmark's own noise is held against in a run: the default of densebench ab and compare.

@@ -42,9 +42,23 @@ import numpy as np
 from scipy import stats
 
 from . import timing
-from .compare import bootstrap_ratio
 
 METHOD = "median of paired ratios, ABBA-interleaved turns (fastest round of each), percentile bootstrap CI"
+
+
+def bootstrap_ratio(base: list[float], new: list[float], resamples: int, confidence: float,
+                    seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13) of median(new) / median(base), for two
+    independent samples of round times (seconds); ``confidence`` e.g. 0.95; a fixed ``seed`` repeats it."""
+    rng = np.random.default_rng(seed)
+    b = np.asarray(base, dtype=float)
+    n = np.asarray(new, dtype=float)
+    b_med = np.median(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
+    n_med = np.median(rng.choice(n, size=(resamples, n.size), replace=True), axis=1)
+    ratios = n_med / b_med
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)

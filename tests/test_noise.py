@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from types import SimpleNamespace
+
+import psutil
 
 from densebench import noise
 from densebench.report import build
 
 
 def test_another_busy_process_is_seen_as_other_processes_cpu_time() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # Not our child: Interference counts this process's children as its own work (compile workers),
+    # so the spinner is started by an intermediate process that exits at once (the spinner is orphaned).
+    spawn = ("import subprocess, sys; "
+             "print(subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True, "
+             "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+    pid = int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout)
     try:
+        assert pid not in {c.pid for c in psutil.Process().children(recursive=True)}
         time.sleep(0.3)  # let it start spinning
         with noise.Interference(SimpleNamespace(type="cpu")) as seen:
             time.sleep(0.5)  # this process idles: all busy time in the window is someone else's
     finally:
-        busy.kill()
-        busy.wait()
+        os.kill(pid, signal.SIGKILL)
     out = seen.result()
     assert out["window_s"] >= 0.5
     assert out["other_processes_cpu_s"] > 0.1, out  # the spinning process alone used about 0.5 CPU-s

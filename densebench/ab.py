@@ -87,15 +87,17 @@ class Worker:
     def __init__(self, spec: SideSpec, output: Path, log: IO[str]):
         self.spec = spec
         paths = [str(spec.checkout)] if spec.checkout else []
-        paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        # absolute: the worker starts in the side's checkout, where a relative entry names another folder
+        paths += [str(Path(p).absolute()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         paths.append(str(Path(__file__).resolve().parent.parent))  # this densebench, when the side has none
         # Idle OpenMP threads must not spin-wait while the other side runs its round (GNU OpenMP spins
         # after each parallel region by default): that would charge one side's idling to the other.
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
+               "PYTHONIOENCODING": "utf-8"}  # the JSON-line pipes are UTF-8 whatever the locale
         self.output = output / spec.name
         try:
             self.proc = subprocess.Popen([spec.python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, text=True, env=env, cwd=spec.checkout or Path.cwd())
+                                         stderr=log, encoding="utf-8", env=env, cwd=spec.checkout or Path.cwd())
         except OSError as exc:
             raise ABError(f"side {spec.name}: cannot start {spec.python}: {exc}") from None
 
@@ -142,7 +144,7 @@ def workers(a: SideSpec, b: SideSpec, output: Path) -> Iterator[tuple[Worker, Wo
     with ExitStack() as stack:
         started = []
         for spec in (a, b):
-            log = stack.enter_context((output / f"worker-{spec.name}.log").open("w"))
+            log = stack.enter_context((output / f"worker-{spec.name}.log").open("w", encoding="utf-8"))
             worker = Worker(spec, output, log)
             stack.callback(worker.close)
             started.append(worker)
@@ -246,8 +248,9 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
            "interference": seen, "cv": {"a": paired.cv(every["a"]), "b": paired.cv(every["b"])},
            "files": {"a": str(output / "a.json"), "b": str(output / "b.json")}}
     for spec, info, times in ((a, info_a, every["a"]), (b, info_b, every["b"])):
-        (output / f"{spec.name}.json").write_text(json.dumps(side_json(info, spec, times, seen), indent=2))
-    (output / "ab.json").write_text(json.dumps(doc, indent=2))
+        (output / f"{spec.name}.json").write_text(json.dumps(side_json(info, spec, times, seen), indent=2),
+                                                    encoding="utf-8")
+    (output / "ab.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return doc, 1 if doc["verdict"] == "regression" else 0
 
 

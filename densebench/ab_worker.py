@@ -103,7 +103,7 @@ def serve(requests: Any, reply: Any) -> None:
 
 
 def main() -> None:
-    reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    reply = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints of the code under test go to stderr
     serve(sys.stdin, reply)

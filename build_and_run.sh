@@ -12,9 +12,9 @@ image_size=""
 venv="$repo/.venv"
 workers=""
 docker_mode=auto
-extras_cpu="onnxruntime,openvino,int8,report,xdist"
+extras_cpu="onnxruntime,openvino,int8,report,xdist,serving"
 # GPU backends: onnxruntime-gpu (CUDA provider), torch-tensorrt, nvidia-modelopt (see pyproject.toml)
-extras_gpu="gpu,report,xdist"
+extras_gpu="gpu,report,xdist,serving"
 pytest_extra=()
 
 usage() {

@@ -1,5 +1,5 @@
 """The densebench suite (``pytest benchmarks``); the test lives in the package, see densebench/suite."""
 
-from densebench.suite.test_inference import test_inference
+from densebench.suite.test_inference import test_inference, test_scenario
 
-__all__ = ["test_inference"]
+__all__ = ["test_inference", "test_scenario"]

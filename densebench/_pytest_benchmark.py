@@ -15,7 +15,9 @@ nowhere else in the package:
 - benchmarks kept on for densebench's own pinned xdist tests only, while pytest-benchmark's
   rule ("off under xdist") stays in force for every other test;
 - a fixture marked as used when the measurement happened in a child process (``_mode``),
-  so pytest-benchmark does not warn that it was never used.
+  so pytest-benchmark does not warn that it was never used;
+- rounds densebench timed itself (a serving scenario's per-query latencies) given to a fixture as
+  its stats (``_make_stats``).
 
 Checked against pytest-benchmark 4.0.0, 5.2.3 and 5.3.1 (:data:`CHECKED_VERSIONS`). ``tests/test_adapter.py``
 fails when an attribute listed in :data:`SESSION_ATTRIBUTES` or :data:`FIXTURE_ATTRIBUTES`
@@ -43,7 +45,7 @@ CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
 SESSION_ATTRIBUTES = ("benchmarks", "json", "save", "autosave", "compare", "compare_fail", "compared_mapping",
                       "disabled", "skip", "logger", "save_json", "get_machine_info", "storage")
 # Attributes of pytest_benchmark.fixture.BenchmarkFixture this module writes.
-FIXTURE_ATTRIBUTES = ("_mode",)
+FIXTURE_ATTRIBUTES = ("_mode", "_make_stats", "disabled")
 
 
 def session(config: pytest.Config) -> BenchmarkSession | None:
@@ -166,6 +168,18 @@ def enabled_for_setup(config: pytest.Config) -> Iterator[None]:
         yield
     finally:
         bs.disabled = before
+
+
+def record_rounds(benchmark: BenchmarkFixture, rounds_s: list[float], how: str) -> None:
+    """Give the fixture rounds densebench timed itself (a serving scenario's per-query latencies, seconds), as
+    if pytest-benchmark had timed them: its stats, table, JSON and ``compare`` treat them like any others.
+    Nothing is recorded with --benchmark-disable or without rounds (the fixture is still marked used)."""
+    benchmark._mode = how
+    if benchmark.disabled or not rounds_s:
+        return
+    stats = benchmark._make_stats(1)
+    for duration in rounds_s:
+        stats.update(duration)
 
 
 def mark_used(benchmark: BenchmarkFixture, how: str) -> None:

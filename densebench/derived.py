@@ -31,6 +31,8 @@ def outcomes_of(outcomes: Iterable[dict[str, Any]], benchmarks: Iterable[dict[st
     have = {_config(o.get("optimization"), o.get("batch_size")) for o in out}
     for bench in benchmarks:
         info = bench.get("extra_info") or {}
+        if info.get("scenario"):  # a serving scenario: densebench.scenarios, not an outcome
+            continue
         if info.get("optimization") is None or info.get("batch_size") is None or "parity" not in info:
             continue
         if _config(info["optimization"], info["batch_size"]) not in have:

@@ -47,6 +47,8 @@ class ChildRun:
     log: Path
     benchmarks: dict[int, dict[str, Any]] = field(default_factory=dict)
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    scenario_benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)  # scenario -> benchmark
+    scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)  # scenario -> its outcome
     run_info: dict[str, Any] = field(default_factory=dict)
 
     def failure(self) -> tuple[Status, str]:
@@ -138,7 +140,13 @@ def run_child(config: Any, settings: Settings, test_path: Path, optimization: st
     if journal_path.is_file():
         content = journal.read(journal_path)
         for bench in content["benchmarks"]:
-            run.benchmarks[int(bench["extra_info"]["batch_size"])] = bench
+            scenario = (bench["extra_info"].get("scenario") or {}).get("name")
+            if scenario:
+                run.scenario_benchmarks[scenario] = bench
+            else:
+                run.benchmarks[int(bench["extra_info"]["batch_size"])] = bench
+        for outcome in content.get("scenarios") or []:
+            run.scenarios[outcome["scenario"]] = outcome
         for outcome in content["outcomes"]:
             if outcome.get("batch_size") is not None:
                 run.outcomes[int(outcome["batch_size"])] = outcome

@@ -107,6 +107,7 @@ def read(path: Path) -> dict[str, Any]:
     header: dict[str, Any] = {}
     benchmarks: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
+    scenarios: list[dict[str, Any]] = []
     complete = False
     lines = Path(path).read_text(encoding=storage.ENCODING, errors="replace").splitlines()
     for number, line in enumerate(lines, 1):
@@ -123,9 +124,12 @@ def read(path: Path) -> dict[str, Any]:
             benchmarks.append(record["benchmark"])
         elif kind == "outcome":
             outcomes.append(record["outcome"])
+        elif kind == "scenario":
+            scenarios.append(record["scenario"])
         elif kind == "end":
             complete = True
-    return {"header": header, "benchmarks": benchmarks, "outcomes": outcomes, "complete": complete}
+    return {"header": header, "benchmarks": benchmarks, "outcomes": outcomes, "scenarios": scenarios,
+            "complete": complete}
 
 
 def to_pytest_benchmark(path: Path, content: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -134,6 +138,8 @@ def to_pytest_benchmark(path: Path, content: dict[str, Any] | None = None) -> di
     header = content["header"]
     dense = dict(header.get("densebench") or {})
     dense["outcomes"] = content["outcomes"]
+    if content.get("scenarios"):
+        dense["scenarios"] = content["scenarios"]
     dense["recovered_from"] = str(path)
     dense["complete"] = content["complete"]
     derived.fill(dense, content["benchmarks"])  # best, offline, setup_s... from what the journal holds

@@ -24,7 +24,7 @@ from . import noise, paired, profiling, storage, telemetry, timing
 from . import parity as parity_mod
 from .errors import OutOfMemory
 from .optimizations import Runner
-from .records import BenchmarkRecord, Noise, Outcome, PairedSpeedup, Profile, Status
+from .records import BenchmarkRecord, Noise, Outcome, PairedSpeedup, Profile, ScenarioOutcome, Status
 from .resources import Resources, device_name, first_line, is_oom
 from .settings import Settings
 
@@ -46,6 +46,30 @@ class Measurement:
                 f"{p['top1_agreement_tie_aware']:.3f} tie-aware, top-5 "
                 f"{p['top5_agreement']:.3f}, logit error {p['logit_error']}, over {p['samples']} images; "
                 "thresholds: --densebench-parity-top1/-top5/-logit-error/-tie-band)")
+
+    def scenario_message(self) -> str:
+        """Why a serving scenario's answers failed parity (LoadGen's accuracy mode against the baseline)."""
+        info, p = self.extra_info, self.parity
+        scenario = (info.get("scenario") or {}).get("name", "?")
+        return (f"{info['optimization']} in the {scenario} scenario: the answers LoadGen's accuracy mode collected "
+                f"do not match the baseline's: {'; '.join(p.get('failures') or ['unknown'])} (logs: "
+                f"{(info.get('scenario') or {}).get('accuracy_log_dir')})")
+
+    def scenario_outcome(self) -> ScenarioOutcome:
+        """A serving scenario's outcome: measured, or parity_failed when LoadGen's accuracy run did not match."""
+        info, parity = self.extra_info, self.parity
+        scenario = info.get("scenario") or {}
+        batcher = scenario.get("batcher") or {}
+        search = scenario.get("server_search") or {}
+        return ScenarioOutcome.from_json({
+            "optimization": info["optimization"], "scenario": scenario.get("name"),
+            "status": Status.MEASURED if parity.get("passed") else Status.PARITY_FAILED,
+            "reason": None if parity.get("passed") else "; ".join(parity.get("failures") or []),
+            "valid": scenario.get("valid"), "achieved_qps": scenario.get("achieved_qps"),
+            "p99_ms": (scenario.get("latency_ms") or {}).get("p99"),
+            "highest_valid_qps": search.get("highest_valid_qps") if search else None,
+            "latency_budget_ms": scenario.get("latency_budget_ms"), "max_batch": batcher.get("max_batch"),
+            "in_flight": batcher.get("in_flight")})
 
     def outcome(self) -> Outcome:
         """The configuration's outcome: measured, or parity_failed with the failures as the reason."""
@@ -162,7 +186,7 @@ def _warm_time_and_check(ctx: Context, benchmark: Any, runner: Runner, batch_siz
 def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int, dict[str, Any]]:
     """pytest-benchmark's timed rounds, gc off, telemetry sampled: (monitor, recompiles inside the rounds,
     interference seen in the window)."""
-    compiles_before = _compile_count()
+    compiles_before = compile_count()
     monitor = telemetry.Monitor(ctx.resources.device, ctx.settings)
     seen = noise.Interference(ctx.resources.device)
     gc_was_enabled = gc.isenabled()
@@ -183,7 +207,7 @@ def _time(ctx: Context, benchmark: Any, step: Any, where: str) -> tuple[Any, int
         step.x = None
         ctx.resources.free_device_memory()
         raise OutOfMemory(oom)
-    return monitor, _compile_count() - compiles_before, seen.result()
+    return monitor, compile_count() - compiles_before, seen.result()
 
 
 def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, Any] | None:
@@ -249,7 +273,7 @@ def _extra_info(ctx: Context, benchmark: Any, runner: Runner, batch_size: int, f
     return info
 
 
-def _compile_count() -> int:
+def compile_count() -> int:
     """Graphs Dynamo has compiled so far in this process (0 when Dynamo was never used)."""
     utils = sys.modules.get("torch._dynamo.utils")
     return int(utils.counters["stats"].get("unique_graphs", 0)) if utils is not None else 0

@@ -17,7 +17,7 @@ import pytest
 
 from . import parallel
 from .roles import Activation, explicitly_used, flag_value, ini_value
-from .settings import OPTIONS, OPTIONS_BY_KEY, raw_value
+from .settings import OPTIONS, OPTIONS_BY_KEY, SCENARIOS, raw_value
 
 if TYPE_CHECKING:
     from .measure import Measurement
@@ -64,7 +64,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     A test that uses densebench's fixtures is a densebench benchmark: collecting one activates
     densebench."""
-    if "optimized" not in metafunc.fixturenames:
+    if not {"optimized", "densebench_scenario"} & set(metafunc.fixturenames):
         return
     role = metafunc.config.stash[ACTIVATION_KEY].activate_at_collection()
     if role is None:
@@ -73,7 +73,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "optimization" in metafunc.fixturenames:
         metafunc.parametrize("optimization", settings.optimizations, ids=list(settings.optimizations))
     if "batch_size" in metafunc.fixturenames:
-        metafunc.parametrize("batch_size", settings.batch_sizes, ids=[f"bs{b}" for b in settings.batch_sizes])
+        metafunc.parametrize("batch_size", settings.batch_sizes, ids=list(map("bs{}".format, settings.batch_sizes)))
+    if "scenario" in metafunc.fixturenames:
+        served = [s for s in settings.scenarios if s != "batch"]  # batch is test_inference itself
+        metafunc.parametrize("scenario", served, ids=served)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the scenarios not asked for: ``test_scenario`` without LoadGen scenarios (pytest made one item
+    for its empty parameter set), and the batch benchmarks when ``batch`` is not among the scenarios."""
+    role = config.stash[ACTIVATION_KEY].role
+    if role is None:
+        return
+    batch = "batch" in role.settings.scenarios
+    kept = [item for item in items if not _unwanted_scenario(item, batch)]
+    if len(kept) != len(items):
+        items[:] = kept
+
+
+def _unwanted_scenario(item: pytest.Item, batch: bool) -> bool:
+    names = getattr(item, "fixturenames", ())
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "densebench_scenario" in names:  # an empty parameter set leaves a placeholder, not a scenario name
+        return params.get("scenario") not in SCENARIOS
+    return "optimized" in names and "batch_size" in params and not batch
 
 
 @pytest.fixture(scope="session")
@@ -100,5 +124,18 @@ def densebench_measure(request: pytest.FixtureRequest, densebench_session: Measu
 
     def measure(benchmark: Any) -> Measurement:
         return densebench_session.measure(request, benchmark, optimized, optimization, batch_size)
+
+    return measure
+
+
+@pytest.fixture
+def densebench_scenario(request: pytest.FixtureRequest, densebench_session: Measurer, optimization: str,
+                        scenario: str) -> Any:
+    """``measure(benchmark) -> Measurement``: serve ``optimization`` in ``scenario`` (offline, server,
+    singlestream) under MLPerf LoadGen behind the dynamic batcher (densebench/scenarios); skipped with the
+    reason when the optimization or LoadGen is not available here."""
+
+    def measure(benchmark: Any) -> Measurement:
+        return densebench_session.measure_scenario(request, benchmark, optimization, scenario)
 
     return measure

@@ -528,6 +528,38 @@ class Noise(Record):
 
 
 @dataclass(kw_only=True)
+class ScenarioResult(Record):
+    """A serving scenario run through MLPerf LoadGen behind densebench's dynamic batcher (``densebench.scenarios``).
+
+    The benchmark's ``throughput_samples_per_s`` is ``achieved_qps``; its ``latency_ms`` and pytest-benchmark
+    stats are the reported test's per-query latencies on densebench's clock (offline: per-batch service times);
+    ``latency_ms`` here is LoadGen's own, from scheduled issue to completion."""
+
+    name: str = _field("offline, server or singlestream", required=True)
+    valid: bool = _field("LoadGen's verdict (result_validity VALID) of the reported test", required=True)
+    invalid_reasons: list[str] = _field("why it is not VALID, in LoadGen's terms", required=True)
+    achieved_qps: float | None = _field("completed samples per second of the reported test", unit="samples/s",
+                                        required=True)
+    latency_ms: dict[str, float | None] | None = _field("LoadGen's latency percentiles (p50 ... p99, p999)",
+                                                        unit="ms", required=True)
+    target_qps: float | None = _field("server: the confirmed Poisson arrival rate; offline: the expected rate "
+                                      "given to LoadGen", unit="samples/s")
+    capacity_qps: float | None = _field("images/s over a burst of full batches, measured before the test",
+                                        unit="samples/s")
+    latency_budget_ms: float | None = _field("server: the p99 bound searched under", unit="ms")
+    budget_defaulted: bool | None = _field("server: no --densebench-latency-budget-ms was given (100 ms used)")
+    batcher: dict[str, Any] | None = _field("max_batch, max_delay_ms, executor, in_flight, pad_sizes, ...")
+    batches: dict[str, Any] | None = _field("batches formed in the reported test: count, mean size, histogram")
+    service_ms: dict[str, float] | None = _field("batch size -> one batch's service time alone (warm-up)",
+                                                 unit="ms")
+    server_search: dict[str, Any] | None = _field("server: the search (every test as a curve point)",
+                                                  optional=True)
+    loadgen: dict[str, Any] | None = _field("every result_* value LoadGen logged for the reported test")
+    log_dir: str | None = _field("LoadGen's logs of the reported test")
+    accuracy_log_dir: str | None = _field("LoadGen's logs of the accuracy run (mlperf_log_accuracy.json)")
+
+
+@dataclass(kw_only=True)
 class BenchmarkRecord(Record):
     """One benchmark (an optimization at a batch size): pytest-benchmark's ``extra_info``."""
 
@@ -569,6 +601,8 @@ class BenchmarkRecord(Record):
                                      optional=True)
     tensorboard_run: str | None = _field("TensorBoard run directory of its scalars (--densebench-tensorboard)",
                                          optional=True)
+    scenario: ScenarioResult | None = _field("a serving scenario's benchmark (--densebench-scenarios): LoadGen's "
+                                             "result; absent for the batch scenario", optional=True)
 
     @classmethod
     def from_measurement(cls, *, optimization: str, batch_size: int, image_size: int, device: str,
@@ -788,6 +822,27 @@ class Configuration(Record):
 
 
 @dataclass(kw_only=True)
+class ScenarioOutcome(Record):
+    """What happened to one optimization in one serving scenario (``densebench.scenarios[]``)."""
+
+    optimization: str = _field("the optimization", required=True)
+    scenario: str = _field("offline, server or singlestream", required=True)
+    status: Status = _field("measured, parity_failed (LoadGen's accuracy mode), skipped or failed", required=True)
+    reason: str | None = _field("why (null for 'measured')", required=True)
+    valid: bool | None = _field("LoadGen's verdict of the reported test", optional=True)
+    achieved_qps: float | None = _field("completed samples per second", unit="samples/s", optional=True)
+    p99_ms: float | None = _field("LoadGen's 99th-percentile latency", unit="ms", optional=True)
+    highest_valid_qps: float | None = _field("server: the highest rate confirmed VALID within the budget",
+                                             unit="samples/s", optional=True)
+    latency_budget_ms: float | None = _field("server: the budget", unit="ms", optional=True)
+    max_batch: int | None = _field("the batcher's largest batch", unit="images", optional=True)
+    in_flight: int | None = _field("batches in flight", optional=True)
+
+    def __post_init__(self) -> None:
+        self.status = Status.parse(self.status)
+
+
+@dataclass(kw_only=True)
 class RunRecord(Record):
     """The run: the top-level ``densebench`` object (``DenseBench.run_info``)."""
 
@@ -795,6 +850,8 @@ class RunRecord(Record):
     run: str | None = _field("run name (start time, YYYYMMDD-HHMMSS)")
     settings: dict[str, Any] = _field("every densebench setting as used (Settings.as_dict)", required=True)
     outcomes: list[Outcome] = _field("every optimization x batch size and what happened", required=True)
+    scenarios: list[ScenarioOutcome] | None = _field("every optimization x serving scenario and what happened "
+                                                     "(--densebench-scenarios)", optional=True)
     tensorboard_logdir: str | None = _field("TensorBoard scalars of this run", optional=True)
     device: str | None = _field("torch device", optional=True)
     device_name: str | None = _field("its model name", optional=True)
@@ -838,6 +895,14 @@ class BenchmarkParams(Record):
 
 
 @dataclass(kw_only=True)
+class ScenarioParams(Record):
+    """A serving scenario benchmark's parameters (``test_scenario``): optimization and scenario."""
+
+    optimization: str = _field("the optimization", required=True)
+    scenario: str = _field("offline, server or singlestream", required=True)
+
+
+@dataclass(kw_only=True)
 class BenchmarkStats(Record):
     """pytest-benchmark's statistics of the round times (seconds per round)."""
 
@@ -869,7 +934,7 @@ class SavedBenchmark(Record):
     group: str | None = _field("'batch_size=N' (scenario benchmarks: their own group)", required=True)
     name: str = _field("test name, e.g. 'test_inference[baseline-bs1]'", required=True)
     fullname: str = _field("test node id", required=True)
-    params: BenchmarkParams = _field("the parameters", required=True)
+    params: BenchmarkParams | ScenarioParams = _field("the parameters", required=True)
     param: str | None = _field("the parameter id, e.g. 'baseline-bs1'")
     extra_info: BenchmarkRecord = _field("densebench's record of the benchmark", required=True)
     options: dict[str, Any] | None = _field("pytest-benchmark's timing options")

@@ -199,6 +199,43 @@ def _choice_or_path(choices: tuple[str, ...], want: str, allowed: str) -> Parser
     return parse
 
 
+SCENARIOS = ("batch", "offline", "server", "singlestream")
+
+
+def _scenarios(errors: Errors, flag: str, text: str) -> tuple[str, ...]:
+    """A comma list of scenarios, in the order given, duplicates dropped."""
+    allowed = "allowed: a comma list of " + ", ".join(SCENARIOS) + "; e.g. batch,offline,server"
+    items = [p.strip().lower() for p in text.split(",")]
+    if not text.strip() or any(not p for p in items):
+        errors.append(f"{flag}: {text!r} has an empty entry ({allowed})")
+        return ("batch",)
+    unknown = [p for p in items if p not in SCENARIOS]
+    if unknown:
+        errors.append(f"{flag}: unknown scenario {unknown[0]!r} ({allowed})")
+    return tuple(dict.fromkeys(p for p in items if p in SCENARIOS))
+
+
+def _auto_batches(errors: Errors, flag: str, text: str) -> tuple[int, ...] | None:
+    """auto (None) or a comma list of positive batch sizes."""
+    if text.strip().lower() in ("auto", "none"):
+        return None
+    try:
+        return parse_batch_sizes(text)
+    except SettingsError as exc:
+        errors.append(str(exc).replace("--densebench-batch-sizes", flag).replace("(allowed:", "(allowed: auto, or"))
+        return None
+
+
+def _auto_count(errors: Errors, flag: str, text: str) -> int | None:
+    """auto (None) or an integer >= 1."""
+    if text.strip().lower() in ("auto", "none"):
+        return None
+    value = _integer(1)(errors, flag, text)
+    if errors and errors[-1].startswith(flag):
+        errors[-1] = errors[-1].replace("(allowed:", "(allowed: auto, or")
+    return value
+
+
 def absolute_path(text: str | os.PathLike[str]) -> Path:
     """``text`` as an absolute path (``~`` expanded, relative to the current directory, links kept).
 
@@ -319,6 +356,31 @@ OPTIONS: tuple[Option, ...] = (
            "p99 latency budget: the summary names the highest-throughput configuration that fits it "
            "(the server question) next to peak throughput (the offline question)",
            "p99 budget: name the best configuration that fits it", "MS"),
+    Option("scenarios", "batch", _scenarios,
+           "comma list of scenarios: batch (fixed batches timed back to back, the default), and MLPerf LoadGen's "
+           "offline (every sample at once: peak throughput), server (Poisson arrivals: the highest rate whose p99 "
+           "stays within --densebench-latency-budget-ms) and singlestream (one query at a time), each behind a "
+           "dynamic batcher; needs densebench[serving]",
+           "`batch`, `offline`, `server`, `singlestream` (comma list; LoadGen ones need `densebench[serving]`)",
+           "NAMES"),
+    Option("batcher_max_batch", "auto", _auto_batches,
+           "the dynamic batcher's largest batch: offline uses the largest given, server searches each (auto: "
+           "offline the largest --densebench-batch-sizes; server the largest whose batch is served within half "
+           "the latency budget, and 1)",
+           "`auto`, or max batch sizes the server search tries", "N,N,..."),
+    Option("batcher_max_delay_ms", "0", _fraction(upper=None),
+           "how long the batcher waits after a batch's first request for more (0: it takes what is queued)",
+           "batcher's queueing delay (0: greedy)", "MS"),
+    Option("inflight", "auto", _auto_count,
+           "batches in flight at once where the backend runs them asynchronously (OpenVINO's AsyncInferQueue "
+           "with the THROUGHPUT hint); auto: the backend's optimal number; 1: synchronous",
+           "`auto`, or batches in flight (asynchronous backends)", "N"),
+    Option("scenario_duration_ms", "5000", _integer(100),
+           "LoadGen's minimum duration of an offline or singlestream test (>= 100)",
+           "minimum duration of an offline or singlestream test", "MS"),
+    Option("server_search_s", "120", _integer(1),
+           "time bound of the server search of one configuration: what was confirmed when it runs out stands",
+           "time bound of one configuration's server search", "SECONDS"),
     Option("parity_top1", "0.95", _fraction(),
            "minimum top-1 agreement with the baseline (fraction of images whose top-1 class matches; "
            "flips between classes the baseline itself nearly tied are not counted, see tie band)",
@@ -404,6 +466,12 @@ class Settings:
     eval_samples: int
     calibration_samples: int
     latency_budget_ms: float | None
+    scenarios: tuple[str, ...]  # batch | offline | server | singlestream
+    batcher_max_batch: tuple[int, ...] | None  # None: auto
+    batcher_max_delay_ms: float
+    inflight: int | None  # None: auto
+    scenario_duration_ms: int
+    server_search_s: int
     parity_top1: float
     parity_tie_band: float
     parity_top5: float

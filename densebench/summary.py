@@ -148,3 +148,29 @@ def recommendations(outcomes: list[dict[str, Any]], latency_budget_ms: float | N
             out["server"].update({"optimization": fit.optimization, "batch_size": fit.batch_size,
                                   "throughput_samples_per_s": fit.throughput, "p99_ms": fit.p99_ms})
     return out
+
+
+def scenario_lines(scenarios: list[dict[str, Any]]) -> list[str]:
+    """One line per serving scenario outcome (``densebench.scenarios``): the server answer (highest rate LoadGen
+    confirmed VALID within the p99 budget), offline and singlestream throughput, or why there is none."""
+    lines = []
+    for s in scenarios:
+        name = f"{s['optimization']} [{s['scenario']}]"
+        if s.get("status") not in TIMED_STATUSES:
+            lines.append(f"{name}: {s.get('status')}: {s.get('reason')}")
+            continue
+        where = f"max batch {s.get('max_batch')}" + (f", {s['in_flight']} in flight" if s.get("in_flight") else "")
+        if s["scenario"] == "server":
+            rate = s.get("highest_valid_qps")
+            text = (f"{name}: {rate:.1f} queries/s sustained within p99 {s.get('latency_budget_ms'):g} ms "
+                    f"(LoadGen VALID; p99 {s.get('p99_ms') or float('nan'):.1f} ms, {where})" if rate else
+                    f"{name}: no rate confirmed VALID within p99 {s.get('latency_budget_ms'):g} ms ({where})")
+        else:
+            p99 = s.get("p99_ms")
+            text = (f"{name}: {s.get('achieved_qps') or 0:.1f} samples/s ({where}"
+                    + (f", p99 {p99:.1f} ms" if p99 is not None else "")
+                    + (")" if s.get("valid") else ", LoadGen: INVALID)"))
+        if s.get("status") == Status.PARITY_FAILED:
+            text += f" -- accuracy FAILED: {s.get('reason')}"
+        lines.append(text)
+    return lines

@@ -15,6 +15,6 @@ if ! command -v pg_ctl >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/pg_
         echo "test.sh: no PostgreSQL server (pg_ctl); the store's PostgreSQL tests will skip (fail with CI=true)" >&2
     fi
 fi
-"$repo/scripts/bootstrap.sh" "$repo/.venv" "test,onnxruntime,openvino,int8,report,store"
+"$repo/scripts/bootstrap.sh" "$repo/.venv" "test,onnxruntime,openvino,int8,report,store,serving"
 "$repo/scripts/lint.sh"
 "$repo/.venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

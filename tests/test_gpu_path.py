@@ -158,7 +158,7 @@ def _fakes(tmp_path: Path, driver: str, docker_runtimes: str | None = None, tool
     (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (venv / "bin" / "python").chmod(0o755)
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
-    (venv / ".densebench-install").write_text(f"{digest} gpu,report,xdist\n")
+    (venv / ".densebench-install").write_text(f"{digest} gpu,report,xdist,serving\n")
     return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
 
 

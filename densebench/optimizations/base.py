@@ -99,6 +99,12 @@ class Backed:
     precision: str | None = None  # what the backend really ran at, when it decides itself
     info: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[], None] | None = None
+    # Compiled for each input shape it sees (torch.compile, AOTInductor, TensorRT, CUDA graphs): a serving
+    # batcher pads its batches to sizes warmed up beforehand instead of compiling in the timed window.
+    fixed_shapes: bool = False
+    # Several batches in flight at once (scenarios/batcher.py's Executor): in_flight -> executor; None when the
+    # backend runs one batch at a time.
+    serve: Callable[[int | None], Any] | None = None
 
 
 _TECHNIQUES: dict[str, Technique] = {}

@@ -32,7 +32,7 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     compiled(example)  # compile now; setup time, not timed
     # Dynamo's code cache keeps the compiled graphs (with their frozen weights) alive after the
     # runner is dropped; reset it when the runner is released so memory does not grow run-long.
-    return Backed(forward=compiled, cleanup=torch._dynamo.reset,
+    return Backed(forward=compiled, fixed_shapes=True, cleanup=torch._dynamo.reset,
                   info={"backend": "inductor", "mode": requested or "default", "dynamic": False,
                         **{k: v for k, v in options.items() if isinstance(v, (bool, int, str))}})
 

@@ -58,7 +58,7 @@ def _wrap(backed: Backed, example: Any, plan: Plan, ctx: BuildContext) -> Backed
         return backed
     graphed = Graphed(backed.forward, ctx.device, example.dtype, torch_memory_format(plan))
     graphed.capture(example)
-    return Backed(forward=graphed, prepare=graphed.prepare, precision=backed.precision,
+    return Backed(forward=graphed, fixed_shapes=True, prepare=graphed.prepare, precision=backed.precision,
                   info={**backed.info, "cuda_graph": "torch.cuda.CUDAGraph"})
 
 

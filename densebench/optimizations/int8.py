@@ -119,7 +119,7 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     packages = AOTPackages(program, ctx, key)
     packages(example)
     precision = "int8+bf16" if plan.autocast else "int8"
-    return Backed(forward=packages, precision=precision,
+    return Backed(forward=packages, fixed_shapes=True, precision=precision,
                   info={"quantizer": "torchao X86InductorQuantizer (PT2E, static, per-channel weights)",
                         "calibration_images": 0 if ctx.calibration is None else len(ctx.calibration),
                         "quantized_from_cache": cached, "compiler": "AOTInductor (weight freezing)",

@@ -100,7 +100,35 @@ def _build(forward: Any, example: Any, plan: Plan, ctx: BuildContext, int8: bool
         info.update({"quantizer": "nncf.quantize (post-training, default preset)", "quantized_from_cache":
                      quantized_cached, "non_quantized_ops_precision": hint,
                      "calibration_images": 0 if ctx.calibration is None else len(ctx.calibration)})
-    return Backed(forward=run, prepare=prepare, to_logits=to_logits, precision=precision, info=info)
+    return Backed(forward=run, prepare=prepare, to_logits=to_logits, precision=precision, info=info,
+                  serve=lambda in_flight: AsyncServing(core, model, in_flight))
+
+
+class AsyncServing:
+    """Several batches in flight: the model compiled again with OpenVINO's THROUGHPUT performance hint (CPU
+    streams, each with its share of the cores) behind an ``AsyncInferQueue`` of ``in_flight`` requests
+    (None: the number the plugin reports optimal, ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``). An Executor of
+    scenarios/batcher.py: ``submit`` blocks until a request is idle; ``done`` is called on OpenVINO's thread.
+    Source: OpenVINO docs, "High-level Performance Hints" and "OpenVINO Inference Request: AsyncInferQueue"."""
+
+    def __init__(self, core: Any, model: Any, in_flight: int | None):
+        import openvino as ov  # heavy, optional
+
+        self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+        optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.in_flight = in_flight or optimal
+        self.queue = ov.AsyncInferQueue(self.compiled, self.in_flight)
+        self.queue.set_callback(lambda request, done: done(request.get_output_tensor(0).data.copy()))
+        self.info = {"executor": "openvino AsyncInferQueue", "in_flight": self.in_flight,
+                     "performance_hint": "THROUGHPUT", "optimal_infer_requests": optimal,
+                     "num_streams": int(self.compiled.get_property("NUM_STREAMS")),
+                     "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS"))}
+
+    def submit(self, x: Any, done: Any) -> None:
+        self.queue.start_async([x], done)
+
+    def drain(self) -> None:
+        self.queue.wait_all()
 
 
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:

@@ -125,7 +125,7 @@ def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     runner = _PerShape(forward, ctx, tf32=plan.tf32)
     runner(example)
     typing = "explicit" if "use_explicit_typing" in runner.settings else "enabled_precisions"
-    return Backed(forward=runner, precision=engine_precision(example, runner.settings),
+    return Backed(forward=runner, fixed_shapes=True, precision=engine_precision(example, runner.settings),
                   info={"backend": "torch_tensorrt", "version": torch_tensorrt.__version__, "typing": typing,
                         "tf32_allowed": not runner.settings.get("disable_tf32", False)})
 
@@ -159,7 +159,7 @@ def build_int8(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Bac
         mtq.quantize(module, mtq.INT8_DEFAULT_CFG, forward_loop=calibrate)
     runner = _PerShape(module, ctx, int8=True, export_context=export_torch_mode)
     runner(example)
-    return Backed(forward=runner, precision="int8",
+    return Backed(forward=runner, fixed_shapes=True, precision="int8",
                   info={"backend": "torch_tensorrt", "version": torch_tensorrt.__version__,
                         "quantizer": "NVIDIA ModelOpt INT8_DEFAULT_CFG", "calibration_images": len(ctx.calibration)})
 

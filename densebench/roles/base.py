@@ -20,7 +20,7 @@ from .. import __version__, derived, profiling, storage, summary, telemetry
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
-from ..records import Outcome, RunRecord
+from ..records import Outcome, RunRecord, ScenarioOutcome
 from ..settings import Settings
 
 
@@ -34,6 +34,7 @@ class Role:
         self.settings = settings
         self.run_name = profiling.run_name()
         self.outcomes: list[Outcome] = []
+        self.scenario_outcomes: list[ScenarioOutcome] = []  # --densebench-scenarios: optimization x scenario
         self.recovered: list[str] = []  # unfinished journals of earlier runs, recovered at start
         self.storage_problems: list[str] = []  # files that could not be written (storage.py), in order
         self.planned: list[dict[str, Any]] = []  # the collected configurations (optimization, batch_size)
@@ -107,7 +108,8 @@ class Role:
         if not self._header_shown and reporter is not None:
             self._header_shown = True
             reporter.write_line(self.header_line())
-        ours = [item for item in session.items if "optimized" in getattr(item, "fixturenames", ())]
+        ours = [item for item in session.items
+                if {"optimized", "densebench_scenario"} & set(getattr(item, "fixturenames", ()))]
         self.planned = [{"optimization": p["optimization"], "batch_size": p["batch_size"]}
                         for p in (getattr(getattr(item, "callspec", None), "params", {}) for item in ours)
                         if "optimization" in p and "batch_size" in p]
@@ -121,6 +123,19 @@ class Role:
         self.outcomes.append(outcome)
         if self.journal is not None:
             self.journal.write({"type": "outcome", "outcome": outcome.to_json()})
+
+    def note_scenario(self, outcome: ScenarioOutcome) -> None:
+        """A serving scenario's outcome (one optimization x one scenario), shown and journaled."""
+        key = scenario_key(outcome.optimization, outcome.scenario)
+        self.progress.finished(key, outcome.max_batch or 1, outcome.status, outcome.reason)
+        self.scenario_outcomes.append(outcome)
+        if self.journal is not None:
+            self.journal.write({"type": "scenario", "scenario": outcome.to_json()})
+
+    def merge_scenarios(self, outcomes: list[dict[str, Any]]) -> None:
+        """Scenario outcomes from another process (xdist worker, isolated child)."""
+        for o in outcomes:
+            self.note_scenario(ScenarioOutcome.from_json(o))
 
     def merge_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
         """Outcomes from another process (xdist worker, isolated child), noted and journaled here."""
@@ -190,6 +205,8 @@ class Role:
         outcomes = [o.to_json() for o in self.outcomes]
         info: dict[str, Any] = {"version": __version__, "run": self.run_name, "settings": self.settings.as_dict(),
                                 "outcomes": outcomes}
+        if self.scenario_outcomes:
+            info["scenarios"] = [o.to_json() for o in self.scenario_outcomes]
         self.run_fields(info)
         if self.journal is not None:
             info["journal"] = str(self.journal.path)
@@ -208,7 +225,7 @@ class Role:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if not self.outcomes:
+        if not self.outcomes and not self.scenario_outcomes:
             return
         tr = terminalreporter
         tr.write_sep("-", "densebench summary")
@@ -223,6 +240,8 @@ class Role:
             where = f"CPUs {pin['cpus']}" if pin.get("cpus") is not None else pin.get("device")
             tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
         for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms):
+            tr.write_line(line)
+        for line in summary.scenario_lines(info.get("scenarios") or []):
             tr.write_line(line)
         for problem in info.get("storage_problems") or []:
             tr.write_line(problem)
@@ -246,3 +265,13 @@ class Measurer(Role):
                 batch_size: int) -> Any:
         """Measure one configuration with ``benchmark``; returns a measure.Measurement."""
         raise NotImplementedError
+
+    def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
+                         scenario: str) -> Any:
+        """Serve ``optimization`` in a LoadGen ``scenario`` with ``benchmark``; returns a measure.Measurement."""
+        raise NotImplementedError
+
+
+def scenario_key(optimization: str, scenario: str) -> str:
+    """How progress lines name a scenario benchmark: ``openvino_int8[server]``."""
+    return f"{optimization}[{scenario}]"

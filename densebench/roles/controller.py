@@ -52,6 +52,7 @@ class XdistController(Role):
         self.adopt(benchmarks)
         self.workers.append(run_info)
         self.merge_outcomes(run_info.get("outcomes", []))
+        self.merge_scenarios(run_info.get("scenarios", []))
 
     def run_fields(self, info: dict[str, Any]) -> None:
         if self.workers:

@@ -15,7 +15,7 @@ from .. import _pytest_benchmark as pb
 from .. import isolate, storage
 from ..measure import Measurement
 from ..parallel import WorkerBenchmark
-from ..records import Outcome, Status
+from ..records import Outcome, ScenarioOutcome, Status
 from ..settings import Settings
 from .base import Measurer
 
@@ -48,6 +48,7 @@ class IsolatingParent(Measurer):
                                   reason=message))
                 pytest.fail(message, pytrace=False)
             self.merge_outcomes(list(child.outcomes.values()))
+            self.merge_scenarios(list(child.scenarios.values()))
         return child
 
     def measure(self, request: pytest.FixtureRequest, benchmark: Any, optimized: Any, optimization: str,
@@ -70,6 +71,30 @@ class IsolatingParent(Measurer):
                                 "parity": {"passed": True, "failures": []}})
         status, message = child.failure()
         self.note(Outcome(optimization=optimization, batch_size=batch_size, status=status, reason=message))
+        if status == Status.OOM:
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+
+    def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
+                         scenario: str) -> Measurement:
+        """What the child measured in ``scenario``; its skip or failure; or how it died."""
+        batch_size = max(self.settings.batcher_max_batch or self.settings.batch_sizes)
+        child = self._child(request, optimization, batch_size)
+        pb.mark_used(benchmark, "isolated: measured in a child process")
+        bench = child.scenario_benchmarks.get(scenario)
+        if bench is not None:
+            self.adopt([WorkerBenchmark(bench)])
+            return Measurement(bench["extra_info"])
+        outcome = child.scenarios.get(scenario)
+        if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
+            pytest.skip(outcome["reason"])
+        if outcome is not None and outcome["status"] in (Status.FAILED, Status.PARITY_FAILED):
+            pytest.fail(outcome["reason"], pytrace=False)
+        if outcome is not None and outcome["status"] == Status.MEASURED:  # --benchmark-disable: nothing saved
+            return Measurement({"optimization": optimization, "parity": {"passed": True, "failures": []}})
+        status, message = child.failure()
+        self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=status,
+                                           reason=message))
         if status == Status.OOM:
             pytest.skip(message)
         pytest.fail(message, pytrace=False)

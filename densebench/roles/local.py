@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
+from .. import _pytest_benchmark as pb
 from .. import profiling
 from ..errors import BuildFailed, InputError, OutOfMemory, Unavailable
 from ..measure import Context, Measurement, recompile_error
 from ..measure import measure as measure_one
-from ..records import Outcome, Status
+from ..records import Outcome, ScenarioOutcome, Status
 from ..resources import Resources, Runners
 from ..settings import Settings
-from .base import Measurer
+from .base import Measurer, scenario_key
 
 
 class LocalRun(Measurer):
@@ -74,6 +75,36 @@ class LocalRun(Measurer):
         problem = recompile_error(result)
         if problem:
             raise AssertionError(problem)
+        return result
+
+    def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
+                         scenario: str) -> Measurement:
+        """Serve ``optimization`` in ``scenario``: skipped when it or LoadGen cannot run here, failed when it
+        cannot build; the per-query latencies become the benchmark's rounds."""
+        from ..scenarios.measure import measure_scenario  # LoadGen and the batcher: only for scenario runs
+
+        batch_size = max(self.settings.batcher_max_batch or self.settings.batch_sizes)
+        if self.runners.current != optimization:
+            self.progress.stage(scenario_key(optimization, scenario), batch_size, "building")
+        try:
+            runner = self.runners.get(optimization, batch_size)
+            info = measure_scenario(self.context, runner, scenario)
+        except (Unavailable, OutOfMemory) as exc:
+            self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=Status.SKIPPED
+                                               if isinstance(exc, Unavailable) else Status.OOM, reason=str(exc)))
+            pytest.skip(f"{optimization} [{scenario}]: {exc}")
+        except BuildFailed as exc:
+            self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=Status.FAILED,
+                                               reason=str(exc)))
+            pytest.fail(str(exc), pytrace=False)
+        pb.record_rounds(benchmark, info["scenario"].pop("rounds_s"), f"densebench scenario {scenario}")
+        benchmark.group = f"scenario={scenario}"
+        benchmark.extra_info.update(info)
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None:
+            self.journal_benchmark_data(stats.as_dict(include_data=True))
+        result = Measurement(benchmark.extra_info)
+        self.note_scenario(result.scenario_outcome())
         return result
 
     def finish(self) -> None:

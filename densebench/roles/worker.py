@@ -17,7 +17,7 @@ from .. import _pytest_benchmark as pb
 from .. import parallel
 from .base import Measurer
 
-DENSEBENCH_FIXTURES = ("densebench_measure", "optimized", "densebench_session")
+DENSEBENCH_FIXTURES = ("densebench_measure", "densebench_scenario", "optimized", "densebench_session")
 
 
 def is_densebench_item(item: pytest.Item) -> bool:

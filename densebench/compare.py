@@ -60,6 +60,9 @@ def _key(bench: dict[str, Any]) -> tuple[str, int] | None:
     params = bench.get("params") or {}
     opt = info.get("optimization") or params.get("optimization")
     bs = info.get("batch_size") or params.get("batch_size")
+    scenario = (info.get("scenario") or {}).get("name") or params.get("scenario")
+    if scenario and opt is not None:  # a serving scenario's benchmark: its own row (median query latency)
+        opt = f"{opt}[{scenario}]"
     return (str(opt), int(bs)) if opt is not None and bs is not None else None
 
 

@@ -47,6 +47,12 @@ class Record:
     parity_passed: bool
     setup_s: float | None
     speedup: dict[str, Any] | None = None  # extra_info.speedup (paired, with CI)
+    scenario: dict[str, Any] | None = None  # extra_info.scenario: a serving scenario's benchmark (LoadGen)
+
+    @property
+    def key(self) -> str:
+        """The optimization, with the scenario for a serving scenario's benchmark: ``openvino_int8[server]``."""
+        return self.optimization if self.scenario is None else f"{self.optimization}[{self.scenario['name']}]"
 
     def row(self) -> summary.Row:
         return summary.Row(self.optimization, self.batch_size, self.throughput, self.p99_ms, self.peak_memory_mb,
@@ -105,11 +111,24 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
             throughput = info["batch_size"] / bench["stats"]["median"]
         if throughput is None:
             continue
+        scenario = info.get("scenario")
+        if scenario:  # LoadGen's own latency (scheduled issue to completion), not densebench's clock
+            lat = {key: value for key, value in (scenario.get("latency_ms") or {}).items()}
         out.append(Record(run, info["optimization"], int(info["batch_size"]), float(throughput), lat.get("p50"),
                           lat.get("p99"), peak_memory_mb(info), _energy(info), info.get("precision"),
                           bool((info.get("parity") or {}).get("passed", True)), info.get("setup_s"),
-                          info.get("speedup")))
+                          info.get("speedup"), scenario))
     return out
+
+
+def batch_records(records: list[Record]) -> list[Record]:
+    """The batch benchmarks (fixed batches timed back to back): what rankings and batch plots are about."""
+    return [r for r in records if r.scenario is None]
+
+
+def scenario_records(records: list[Record]) -> list[Record]:
+    """The serving scenarios' benchmarks (offline, server, singlestream under LoadGen)."""
+    return [r for r in records if r.scenario is not None]
 
 
 def load_all(paths: list[Path]) -> list[Record]:
@@ -246,14 +265,48 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
     by_label: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_label[r.run.label].append(r)
-    for label, recs in by_label.items():
+    for label, every in by_label.items():
         prefix = f"{label}: " if len(by_label) > 1 else ""
+        recs = batch_records(every)
         rows = [r.row() for r in recs]
         lines += _batch_insights(rows, prefix)
         lines += _memory_insights(recs, prefix)
         lines += _energy_insights(recs, prefix)
         lines += _latency_insights(recs, rows, prefix, latency_budget_ms)
         lines += _exclusion_insights(recs, prefix)
+        lines += _scenario_insights(scenario_records(every), prefix)
+    return lines
+
+
+def _scenario_insights(recs: list[Record], prefix: str) -> list[str]:
+    """The server answer (highest rate LoadGen confirmed VALID within the p99 budget) and the offline peak."""
+    lines = []
+    server = [r for r in recs if r.scenario["name"] == "server"]
+    confirmed = [(r, (r.scenario.get("server_search") or {}).get("highest_valid_qps")) for r in server]
+    ranked = sorted(((r, q) for r, q in confirmed if q), key=lambda rq: -rq[1])
+    if ranked:
+        best, rate = ranked[0]
+        budget = best.scenario.get("latency_budget_ms")
+        others = ", ".join(f"{r.optimization} {q:.1f}/s" for r, q in ranked[1:4])
+        max_batch = (best.scenario.get("batcher") or {}).get("max_batch")
+        lines.append(f"{prefix}server (Poisson arrivals, p99 within {budget:g} ms, LoadGen VALID): "
+                     f"**{best.optimization}** sustains {rate:.1f} queries/s (max batch {max_batch})"
+                     + (f"; then {others}" if others else ""))
+    for r, _ in [(r, q) for r, q in confirmed if not q]:
+        lines.append(f"{prefix}server: {r.optimization} had no rate confirmed VALID within "
+                     f"{r.scenario.get('latency_budget_ms'):g} ms p99 ("
+                     + "; ".join((r.scenario.get("server_search") or {}).get("reasons") or ["no reason recorded"])
+                     + ")")
+    offline = sorted((r for r in recs if r.scenario["name"] == "offline"), key=lambda r: -r.throughput)
+    if offline:
+        top = offline[0]
+        batcher = top.scenario.get("batcher") or {}
+        lines.append(f"{prefix}offline (every sample at once): **{top.optimization}** {top.throughput:.1f} samples/s "
+                     f"(max batch {batcher.get('max_batch')}, {batcher.get('in_flight')} in flight, "
+                     f"{batcher.get('executor')}" + ("" if top.scenario.get("valid") else "; LoadGen: INVALID") + ")")
+    failed = [r for r in recs if not r.parity_passed]
+    lines += [f"{prefix}{r.key}: LoadGen's accuracy mode FAILED parity: the served answers differ from the "
+              "baseline's" for r in failed]
     return lines
 
 
@@ -288,7 +341,7 @@ class _Figures:
     labels: list[str] = field(init=False)
     color: dict[str, Any] = field(init=False)
     marker: dict[str, str] = field(init=False)
-    made: dict[str, Path] = field(default_factory=dict)
+    made: dict[str, Path] = field(default_factory=dict)  # shared when several figure sets write one report
 
     def __post_init__(self) -> None:
         self.labels = list(dict.fromkeys(r.run.label for r in self.records))
@@ -423,10 +476,41 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures = _Figures(plt, records, out)
-    for plot in (_plot_throughput, _plot_latency, _plot_speedup, _plot_memory_tradeoff, _plot_energy):
-        plot(figures, records)
-    return figures.made
+    batch = batch_records(records)
+    if batch:
+        figures = _Figures(plt, batch, out)
+        for plot in (_plot_throughput, _plot_latency, _plot_speedup, _plot_memory_tradeoff, _plot_energy):
+            plot(figures, batch)
+    served = [r for r in scenario_records(records) if (r.scenario.get("server_search") or {}).get("points")]
+    if served:
+        figures = _Figures(plt, served, out, made=figures.made if batch else {})
+        _plot_server_curve(figures, served)
+    return figures.made if batch or served else {}
+
+
+def _plot_server_curve(f: _Figures, records: list[Record]) -> None:
+    """p99 (solid) and p50 (dotted) latency vs achieved rate of every server test, per optimization; filled
+    markers: LoadGen VALID; the dashed line is the budget."""
+    fig, axes = f.grid("Server: latency vs achieved rate (Poisson arrivals, MLPerf LoadGen)")
+    for ax, label in zip(axes, f.labels, strict=True):
+        budgets = set()
+        for r in (r for r in records if r.run.label == label):
+            search = r.scenario["server_search"]
+            budgets.add(search.get("latency_budget_ms"))
+            points = sorted((p for p in search["points"] if p.get("achieved_qps") and p.get("p99_ms")),
+                            key=lambda p: p["achieved_qps"])
+            xs = [p["achieved_qps"] for p in points]
+            color, marker = f.color[r.optimization], f.marker[r.optimization]
+            ax.plot(xs, [p["p99_ms"] for p in points], "-", color=color, label=f"{r.optimization} p99")
+            ax.plot(xs, [p["p50_ms"] for p in points], ":", color=color, label=f"{r.optimization} p50")
+            for p in points:
+                ax.plot(p["achieved_qps"], p["p99_ms"], marker, color=color,
+                        fillstyle="full" if p.get("valid") else "none")
+        for budget in sorted(b for b in budgets if b):
+            ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        _label_axes(ax, label, "achieved rate (queries / s)", "latency (ms, log)")
+    f.save(fig, "server_curve")
 
 
 # ---------------------------------------------------------------- documents
@@ -516,14 +600,17 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
                           ("speedup", "Speedup over baseline"),
                           ("latency", "Latency p50 and p99 per batch"),
                           ("memory_tradeoff", "Peak memory vs throughput"),
-                          ("energy", "Energy per image")):
+                          ("energy", "Energy per image"),
+                          ("server_curve", "Server scenario: p99 (solid) and p50 (dotted) latency vs achieved rate; "
+                                           "filled: LoadGen VALID; dashed: the p99 budget")):
         if name in images:
             doc.add("img", (images[name].name, caption))
-    if "energy" not in images:
+    if "energy" not in images and batch_records(records):
         doc.add("p", "Energy per image: not measured on these machines (no NVML energy counter or readable RAPL).")
+    _scenario_section(doc, runs, scenario_records(records))
     doc.add("h2", "Rankings")
     for run in runs:
-        rows = [r for r in records if r.run == run]
+        rows = [r for r in batch_records(records) if r.run == run]
         for bs in sorted({r.batch_size for r in rows}):
             group = sorted((r for r in rows if r.batch_size == bs), key=lambda r: -r.throughput)
             base = next((r.throughput for r in group if r.optimization == "baseline"), None)
@@ -543,6 +630,33 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
     return {"markdown": md, "html": page, **images}
 
 
+def _scenario_section(doc: Doc, runs: list[Run], records: list[Record]) -> None:
+    """One table per run of its serving scenarios: LoadGen's verdict, rates, latency, the batcher, accuracy."""
+    if not records:
+        return
+    doc.add("h2", "Serving scenarios (MLPerf LoadGen)")
+    doc.add("p", "Each optimization behind densebench's dynamic batcher, driven by MLPerf LoadGen. Server: the "
+                 "highest Poisson arrival rate LoadGen confirmed VALID with p99 within the budget. Latency: LoadGen's, "
+                 "from a query's scheduled issue to its completion. Accuracy: LoadGen's accuracy mode, every sample's "
+                 "served logits against the baseline's (parity).")
+    for run in runs:
+        rows = sorted((r for r in records if r.run == run), key=lambda r: (r.scenario["name"], -r.throughput))
+        if not rows:
+            continue
+        doc.add("h3", f"{run.label} — serving scenarios")
+        doc.add("table", (["scenario", "optimization", "LoadGen", "samples/s", "highest valid rate /s", "p99 budget ms",
+                           "p50 ms", "p99 ms", "max batch", "in flight", "executor", "accuracy"],
+                          [[r.scenario["name"], r.optimization, "VALID" if r.scenario.get("valid") else
+                            "INVALID: " + "; ".join(r.scenario.get("invalid_reasons") or []),
+                            f"{r.throughput:.1f}",
+                            _fmt((r.scenario.get("server_search") or {}).get("highest_valid_qps")),
+                            _fmt(r.scenario.get("latency_budget_ms"), "g"), _fmt(r.p50_ms, ".1f"),
+                            _fmt(r.p99_ms, ".1f"), (r.scenario.get("batcher") or {}).get("max_batch", "—"),
+                            (r.scenario.get("batcher") or {}).get("in_flight", "—"),
+                            (r.scenario.get("batcher") or {}).get("executor", "—"),
+                            "pass" if r.parity_passed else "**FAIL**"] for r in rows]))
+
+
 def table_lines(path: Path) -> list[str]:
     """A plain-text table of every benchmark in one result file, then what was not measured and why."""
     doc = load(Path(path))
@@ -557,8 +671,9 @@ def table_lines(path: Path) -> list[str]:
         energy = _energy(e)
         mj = None if energy is None else 1000 * energy
         parity = e.get("parity") or {}
+        name = e["optimization"] + (f"[{e['scenario'].get('name')}]" if e.get("scenario") else "")
         lines.append(
-            f"{e['optimization']:32s} {e['batch_size']:4d} {e.get('precision') or '—':9s} "
+            f"{name:32s} {e['batch_size']:4d} {e.get('precision') or '—':9s} "
             f"{_fmt(e.get('throughput_samples_per_s'), '9.1f')} {_fmt(lat.get('p50'), '8.2f')} "
             f"{_fmt(lat.get('p99'), '8.2f')} {_fmt(peak_memory_mb(e), '8.0f')} "
             f"{_fmt(mj, '7.2f')} {_fmt(gpu.get('utilization_mean_pct'), '5.0f')} "

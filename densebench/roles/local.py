@@ -97,8 +97,8 @@ class LocalRun(Measurer):
             self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=Status.FAILED,
                                                reason=str(exc)))
             pytest.fail(str(exc), pytrace=False)
+        benchmark.group = f"scenario={scenario}"  # before the rounds: pytest-benchmark copies it then
         pb.record_rounds(benchmark, info["scenario"].pop("rounds_s"), f"densebench scenario {scenario}")
-        benchmark.group = f"scenario={scenario}"
         benchmark.extra_info.update(info)
         stats = getattr(benchmark, "stats", None)
         if stats is not None:

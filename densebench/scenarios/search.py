@@ -32,6 +32,9 @@ from .harness import Knobs, Trial
 # 600 leaves room for a few late queries.
 CONFIRM_QUERIES = 600
 PROBE_QUERIES = 150
+# The search gives up below this fraction of the capacity: a budget missed even there is missed by a batch's
+# own service time (a request cannot be served faster than one batch), which lowering the rate cannot fix.
+LOWEST = 1 / 16
 
 
 @dataclass
@@ -76,8 +79,10 @@ class Search:
     _deadline: float = 0.0
 
     def knobs(self, rate: float, queries: int) -> Knobs:
+        """A Server test at ``rate``; LoadGen stops issuing when the search's time is up (at least 1 s)."""
+        left_ms = int(max(1.0, self._deadline - time.perf_counter()) * 1e3) if self._deadline else 0
         return Knobs("server", target_qps=rate, latency_bound_ns=int(self.budget_ms * 1e6),
-                     min_duration_ms=1000, min_query_count=queries, seed=self.seed)
+                     min_duration_ms=1000, max_duration_ms=left_ms, min_query_count=queries, seed=self.seed)
 
     def run(self, settings: list[tuple[dict[str, Any], float, Callable[[Knobs, str], Trial]]]) -> SearchResult:
         """``settings``: (batcher setting, capacity in samples/s, test function) per setting to try."""
@@ -119,6 +124,8 @@ class Search:
             rate = (low + high) / 2 if low > 0 else capacity * 0.7
             if rate <= floor:  # another setting already confirmed more than this bracket can reach
                 break
+            if rate < capacity * LOWEST:  # far below what the runner serves: the budget, not the rate, is the problem
+                break
             if _passes(self._trial(result, test, setting, rate, "probe"), self.budget_ms):
                 low = rate
             else:
@@ -126,7 +133,8 @@ class Search:
         if low <= floor:
             if low == 0.0 and not self._out_of_time():
                 result.reasons.append(f"max batch {setting.get('max_batch')}: no probed rate kept p99 within "
-                                      f"{self.budget_ms:g} ms (lowest probed {high:.2f}/s)")
+                                      f"{self.budget_ms:g} ms (lowest probed {high:.2f}/s; capacity "
+                                      f"{capacity:.2f}/s)")
             return
         rate = low
         while rate > floor and not self._out_of_time():

@@ -145,14 +145,20 @@ def _run_row(doc: dict[str, Any], source: Path, uid: str, machine_id: int) -> di
             "ingested_at": datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)}
 
 
+def _key(info: dict[str, Any]) -> str:
+    scenario = (info.get("scenario") or {}).get("name")
+    return info["optimization"] + (f"[{scenario}]" if scenario else "")
+
+
 def _insert_benchmarks(conn: Connection, run_id: int, doc: dict[str, Any], source: Path) -> int:
-    raw = {(b["extra_info"]["optimization"], int(b["extra_info"]["batch_size"])): b
+    # A serving scenario's benchmark is its own series: configuration 'openvino_int8[server]' (report.Record.key).
+    raw = {(_key(b["extra_info"]), int(b["extra_info"]["batch_size"])): b
            for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("optimization")}
     count = 0
     for record in records_from(doc, source):
-        bench = raw[(record.optimization, record.batch_size)]
+        bench = raw[(record.key, record.batch_size)]
         info = bench["extra_info"]
-        config_id = _configuration_id(conn, record.optimization, record.batch_size)
+        config_id = _configuration_id(conn, record.key, record.batch_size)
         bench_id = conn.execute(schema.benchmarks.insert().values(
             run_id=run_id, configuration_id=config_id, image_size=info.get("image_size"),
             precision=record.precision, parity_passed=record.parity_passed,

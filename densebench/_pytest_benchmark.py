@@ -37,6 +37,8 @@ from pytest_benchmark.session import BenchmarkSession
 from pytest_benchmark.stats import Stats
 from pytest_benchmark.utils import safe_dumps
 
+from . import terminal
+
 CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
 
 # Attributes of pytest_benchmark.session.BenchmarkSession this module reads or writes.
@@ -102,13 +104,10 @@ def tolerate_storage_failure(config: pytest.Config) -> None:
             save(output_json, name)
         except OSError as exc:
             # Written to the terminal, not through warnings: -W error must not turn it back into a failure.
-            reporter = config.pluginmanager.get_plugin("terminalreporter")
-            message = (f"WARNING densebench: pytest-benchmark could not autosave into its storage {storage} "
-                       f"({exc.strerror or exc}); the results are in the --benchmark-json file and the densebench "
-                       "journal. Point --benchmark-storage=file://DIR at a writable directory to keep a baseline "
-                       "for --benchmark-compare.")
-            if reporter is not None:
-                reporter.write_line(message, yellow=True)
+            terminal.write_line(config, f"WARNING densebench: pytest-benchmark could not autosave into its storage "
+                                f"{storage} ({exc.strerror or exc}); the results are in the --benchmark-json file and "
+                                "the densebench journal. Point --benchmark-storage=file://DIR at a writable directory "
+                                "to keep a baseline for --benchmark-compare.", yellow=True)
 
     storage.save = save_or_warn
 

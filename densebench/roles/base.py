@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .. import __version__, derived, profiling, storage, summary, telemetry
+from .. import __version__, derived, profiling, storage, summary, telemetry, terminal
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
@@ -77,11 +76,7 @@ class Role:
 
     def say(self, line: str) -> None:
         """A line on the terminal (stderr when there is no terminal reporter)."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"densebench: {line}")
-        else:
-            print(f"densebench: {line}", file=sys.stderr)
+        terminal.write_line(self.config, f"densebench: {line}", stderr_fallback=True)
 
     def _write_results(self, path: Path, text: str) -> Path | None:
         """pytest-benchmark's JSON, atomically; a failed write is a warning that says where the results are."""
@@ -103,10 +98,8 @@ class Role:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """The header, if densebench was activated during collection; progress for what was collected."""
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if not self._header_shown and reporter is not None:
-            self._header_shown = True
-            reporter.write_line(self.header_line())
+        if not self._header_shown:
+            self._header_shown = terminal.write_line(session.config, self.header_line())
         ours = [item for item in session.items if "optimized" in getattr(item, "fixturenames", ())]
         self.planned = [{"optimization": p["optimization"], "batch_size": p["batch_size"]}
                         for p in (getattr(getattr(item, "callspec", None), "params", {}) for item in ours)

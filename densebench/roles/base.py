@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .. import __version__, derived, profiling, storage, summary, telemetry, terminal
+from .. import __version__, derived, noise, profiling, storage, summary, telemetry, terminal
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
@@ -215,7 +215,9 @@ class Role:
             pin = worker.get("worker") or {}
             where = f"CPUs {pin['cpus']}" if pin.get("cpus") is not None else pin.get("device")
             tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
-        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms):
+        gated = pb.compare_fail_percentage(config)  # the run's own gate, else densebench compare's and ab's default
+        gate = noise.Gate(gated[0], f"the --benchmark-compare-fail={gated[1]} gate") if gated else noise.DEFAULT_GATE
+        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms, gate):
             tr.write_line(line)
         for problem in info.get("storage_problems") or []:
             tr.write_line(problem)

@@ -14,13 +14,14 @@ nowhere else in the package:
 - an xdist worker kept from saving or comparing (the controller does both, once);
 - benchmarks kept on for densebench's own pinned xdist tests only, while pytest-benchmark's
   rule ("off under xdist") stays in force for every other test;
+- the percentage threshold of ``--benchmark-compare-fail`` (the run's gate), from its parsed checks;
 - a fixture marked as used when the measurement happened in a child process (``_mode``),
   so pytest-benchmark does not warn that it was never used;
 - rounds densebench timed itself (a serving scenario's per-query latencies) given to a fixture as
   its stats (``_make_stats``).
 
-Checked against pytest-benchmark 4.0.0, 5.2.3 and 5.3.1 (:data:`CHECKED_VERSIONS`). ``tests/test_adapter.py``
-fails when an attribute listed in :data:`SESSION_ATTRIBUTES` or :data:`FIXTURE_ATTRIBUTES`
+Checked against pytest-benchmark 4.0.0, 5.2.3 and 5.3.1 (:data:`CHECKED_VERSIONS`). ``tests/test_inert.py``
+fails when an attribute listed in :data:`SESSION_ATTRIBUTES`, :data:`FIXTURE_ATTRIBUTES` or :data:`CHECK_ATTRIBUTES`
 disappears from the installed release.
 """
 
@@ -37,7 +38,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 from pytest_benchmark.session import BenchmarkSession
 from pytest_benchmark.stats import Stats
-from pytest_benchmark.utils import safe_dumps
+from pytest_benchmark.utils import PercentageRegressionCheck, safe_dumps
+
+from . import terminal
 
 CHECKED_VERSIONS = ("4.0.0", "5.2.3", "5.3.1")
 
@@ -46,6 +49,8 @@ SESSION_ATTRIBUTES = ("benchmarks", "json", "save", "autosave", "compare", "comp
                       "disabled", "skip", "logger", "save_json", "get_machine_info", "storage")
 # Attributes of pytest_benchmark.fixture.BenchmarkFixture this module writes.
 FIXTURE_ATTRIBUTES = ("_mode", "_make_stats", "disabled")
+# Attributes of pytest_benchmark.utils.PercentageRegressionCheck (a --benchmark-compare-fail EXPR) this module reads.
+CHECK_ATTRIBUTES = ("field", "threshold")
 
 
 def session(config: pytest.Config) -> BenchmarkSession | None:
@@ -104,15 +109,23 @@ def tolerate_storage_failure(config: pytest.Config) -> None:
             save(output_json, name)
         except OSError as exc:
             # Written to the terminal, not through warnings: -W error must not turn it back into a failure.
-            reporter = config.pluginmanager.get_plugin("terminalreporter")
-            message = (f"WARNING densebench: pytest-benchmark could not autosave into its storage {storage} "
-                       f"({exc.strerror or exc}); the results are in the --benchmark-json file and the densebench "
-                       "journal. Point --benchmark-storage=file://DIR at a writable directory to keep a baseline "
-                       "for --benchmark-compare.")
-            if reporter is not None:
-                reporter.write_line(message, yellow=True)
+            terminal.write_line(config, f"WARNING densebench: pytest-benchmark could not autosave into its storage "
+                                f"{storage} ({exc.strerror or exc}); the results are in the --benchmark-json file and "
+                                "the densebench journal. Point --benchmark-storage=file://DIR at a writable directory "
+                                "to keep a baseline for --benchmark-compare.", yellow=True)
 
     storage.save = save_or_warn
+
+
+def compare_fail_percentage(config: pytest.Config) -> tuple[float, str] | None:
+    """The strictest percentage check of ``--benchmark-compare-fail`` as (fraction, EXPR): ``median:10%``
+    gives ``(0.1, 'median:10%')``; None without one (an absolute check in seconds has no percentage)."""
+    checks = [c for c in getattr(session(config), "compare_fail", None) or []
+              if isinstance(c, PercentageRegressionCheck)]
+    if not checks:
+        return None
+    strictest = min(checks, key=lambda c: c.threshold)
+    return strictest.threshold / 100, f"{strictest.field}:{strictest.threshold:g}%"
 
 
 def saved_json(config: pytest.Config) -> tuple[bool, Path | None]:
@@ -201,8 +214,11 @@ def missing_attributes() -> list[str]:
         return names
 
     session_names, fixture_names = known(BenchmarkSession), known(BenchmarkFixture)
+    check_names = known(PercentageRegressionCheck) | {n for base in PercentageRegressionCheck.__mro__[1:]
+                                                      for n in known(base)}
     return ([f"BenchmarkSession.{n}" for n in SESSION_ATTRIBUTES if n not in session_names]
-            + [f"BenchmarkFixture.{n}" for n in FIXTURE_ATTRIBUTES if n not in fixture_names])
+            + [f"BenchmarkFixture.{n}" for n in FIXTURE_ATTRIBUTES if n not in fixture_names]
+            + [f"PercentageRegressionCheck.{n}" for n in CHECK_ATTRIBUTES if n not in check_names])
 
 
 def stats_json(times: list[float]) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Measurement:
     def outcome(self) -> Outcome:
         """The configuration's outcome: measured, or parity_failed with the failures as the reason."""
         info, parity = self.extra_info, self.parity
+        seen = info.get("noise") or {}
         return Outcome.from_json({
             "optimization": info["optimization"], "batch_size": info["batch_size"],
             "status": Status.MEASURED if parity["passed"] else Status.PARITY_FAILED,
@@ -81,7 +82,7 @@ class Measurement:
             "throughput_samples_per_s": info["throughput_samples_per_s"], "latency_ms": info["latency_ms"],
             "peak_memory_mb": telemetry.peak_memory_mb(info), "precision": info["precision"],
             "build_s": info["build_s"], "warmup_s": info["warmup_s"], "speedup": info.get("speedup"),
-            "noise_warning": (info.get("noise") or {}).get("warning")})
+            "noise_warning": seen.get("warning"), "noise_cv": seen.get("cv"), "noise_cause": seen.get("cause")})
 
 
 @dataclass

@@ -8,7 +8,9 @@
 * other processes on the GPU: NVML's compute and graphics process lists, without this process.
 
 :func:`warning` turns a measured noise figure and the threshold being gated on into one line that
-names the largest cause seen, or says none was seen (then the configuration itself varies).
+names the largest cause seen, or says none was seen (then the configuration itself varies); it goes
+into each benchmark's ``extra_info.noise``. :func:`run_warning` folds a run's noisy benchmarks into
+one terminal line (how many, the worst and its cause) against the threshold the run is gated on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -25,6 +29,18 @@ from .nvml import Nvml
 _BUSY = ("user", "nice", "system", "irq", "softirq")
 # The threshold a benchmark's own noise is held against in a run: the default of densebench ab and compare.
 GATE_THRESHOLD = 0.05
+NO_CAUSE = "no interference seen: the configuration itself varies (frequency scaling, its own threads, memory)"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The threshold a run's noise is held against, and where it comes from (said in the warning line)."""
+
+    threshold: float  # a fraction: 0.05 is 5%
+    source: str
+
+
+DEFAULT_GATE = Gate(GATE_THRESHOLD, "the default threshold of densebench compare and ab")
 
 
 def _busy_s() -> tuple[float, float | None]:
@@ -130,7 +146,25 @@ def warning(what: str, noise: float, threshold: float, seen: dict[str, Any] | No
     the cause seen in ``seen`` (an :meth:`Interference.result`); None when the noise is within it."""
     if noise <= threshold:
         return None
-    why = (seen or {}).get("cause") or ("no interference seen: the configuration itself varies "
-                                        "(frequency scaling, its own threads, memory)")
+    why = (seen or {}).get("cause") or NO_CAUSE
     return (f"densebench: warning: {what}: measured noise {noise:.1%} is larger than the {threshold:.0%} "
             f"threshold; cause seen: {why}")
+
+
+def run_warning(outcomes: Iterable[dict[str, Any]], gate: Gate = DEFAULT_GATE) -> str | None:
+    """One line for a run: how many benchmarks' rounds' CV exceeds ``gate``, the worst with the cause seen,
+    and during how many of them interference was seen; None when none does.
+
+    ``outcomes`` are outcome dicts (records.Outcome) with ``noise_cv`` and ``noise_cause``; those
+    without a CV (not timed) are not counted."""
+    timed = [o for o in outcomes if o.get("noise_cv") is not None]
+    noisy = [o for o in timed if o["noise_cv"] > gate.threshold]
+    if not noisy:
+        return None
+    worst = max(noisy, key=lambda o: o["noise_cv"])
+    line = (f"densebench: warning: noise: {len(noisy)} of {len(timed)} benchmarks had a rounds' CV above "
+            f"{gate.threshold:.0%} ({gate.source}); worst: {worst['optimization']} at batch {worst['batch_size']}, "
+            f"CV {worst['noise_cv']:.1%}, cause seen: {worst.get('noise_cause') or NO_CAUSE}")
+    if len(noisy) > 1:
+        line += f"; interference seen during {sum(1 for o in noisy if o.get('noise_cause'))} of the {len(noisy)}"
+    return line + "; per-benchmark figures are in extra_info.noise"

@@ -684,6 +684,8 @@ class Outcome(Record):
     warmup_s: float | None = _field("warm-up time", unit="s", optional=True)
     speedup: PairedSpeedup | None = _field("as in the benchmark's extra_info", optional=True)
     noise_warning: str | None = _field("extra_info.noise.warning", optional=True)
+    noise_cv: float | None = _field("extra_info.noise.cv", optional=True)
+    noise_cause: str | None = _field("extra_info.noise.cause", optional=True)
 
     def __post_init__(self) -> None:
         self.status = Status.parse(self.status)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import noise
 from .records import PROBLEM_STATUSES, TIMED_STATUSES, Status
 
 
@@ -81,7 +82,10 @@ def best_under_budget(rows: Iterable[Row], budget_ms: float) -> Row | None:
     return max(fit, key=lambda r: r.throughput) if fit else None
 
 
-def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | None = None) -> list[str]:
+def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | None = None,
+                   noise_gate: noise.Gate = noise.DEFAULT_GATE) -> list[str]:
+    """The run in a few lines: best per batch size, the latency budget's answer, one line on noise beyond
+    ``noise_gate`` (per-benchmark detail stays in the JSON), and what was skipped or failed."""
     rows = rows_from_outcomes(outcomes)
     lines = []
     for (_, bs), group in by_batch(rows).items():
@@ -108,7 +112,9 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if peak:
             lines.append(f"peak throughput (no budget): {peak.optimization} at batch {peak.batch_size}, "
                          f"{peak.throughput:.1f} img/s")
-    lines += [o["noise_warning"] for o in outcomes if o.get("noise_warning")]
+    noisy = noise.run_warning(outcomes, noise_gate)
+    if noisy:
+        lines.append(noisy)
     seen: set[tuple[str, str]] = set()
     for o in outcomes:
         if o["status"] in PROBLEM_STATUSES:

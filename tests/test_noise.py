@@ -11,8 +11,15 @@ from types import SimpleNamespace
 
 import psutil
 
-from densebench import noise
+from densebench import noise, paired, summary, timing
+from densebench.measure import Measurement
 from densebench.report import build
+
+# Interference as noise.Interference.result() reports it: another process on 40% of the 2 CPUs.
+BUSY = {"window_s": 2.0, "other_processes_cpu_s": 1.6, "other_processes_cpu_share": 0.4, "steal_s": 0.0,
+        "gpu_other_processes": None}
+QUIET = {"window_s": 2.0, "other_processes_cpu_s": 0.01, "other_processes_cpu_share": 0.0025, "steal_s": 0.0,
+         "gpu_other_processes": None}
 
 
 def test_another_busy_process_is_seen_as_other_processes_cpu_time() -> None:
@@ -70,14 +77,83 @@ def test_a_run_records_paired_speedups_ftz_and_noise(run_suite, tmp_path) -> Non
     assert info["channels_last-bs1"]["denormals_flushed"] is False
     assert info["ftz+channels_last-bs1"]["parity"]["passed"]
     assert all(i["noise"]["cv"] is not None and i["noise"]["window_s"] > 0 for i in info.values())
+    stdout = run.result.stdout.str()
     for i in info.values():  # a warning exactly when the rounds varied more than the 5% gate threshold
         warning = i["noise"].get("warning")
         assert (warning is not None) == (i["noise"]["cv"] > 0.05)
-        if warning:
-            assert "cause seen:" in warning and warning in run.result.stdout.str()
-    outcome = {o["optimization"]: o for o in run.outcomes()}
+        if warning:  # kept in the JSON; the terminal gets one line for the run
+            assert "cause seen:" in warning and warning not in stdout
+    outcomes = run.outcomes()
+    assert {o["optimization"]: o["noise_cv"] for o in outcomes} == {
+        name.rsplit("-bs", 1)[0]: i["noise"]["cv"] for name, i in info.items()}
+    noisy = [o for o in outcomes if o["noise_cv"] > noise.GATE_THRESHOLD]
+    folded = [line for line in stdout.splitlines() if "densebench: warning: noise:" in line]
+    assert len(folded) == (1 if noisy else 0), folded  # load decides whether the rounds varied; the line follows
+    if noisy:
+        worst = max(noisy, key=lambda o: o["noise_cv"])
+        assert f"noise: {len(noisy)} of {len(outcomes)} benchmarks had a rounds' CV above 5%" in folded[0]
+        assert f"worst: {worst['optimization']} at batch 1, CV {worst['noise_cv']:.1%}" in folded[0]
+    outcome = {o["optimization"]: o for o in outcomes}
     assert outcome["channels_last"]["speedup"] == info["channels_last-bs1"]["speedup"]
     report = (build([run.path], tmp_path / "rep")["markdown"]).read_text()
     sp = info["channels_last-bs1"]["speedup"]
     assert f"{sp['ratio']:.2f}x [{sp['ci_low']:.2f}-{sp['ci_high']:.2f}]" in report
     assert "speedup [95% CI] | sequential" in report
+
+
+def _outcome(optimization: str, batch_size: int, rounds: list[float], seen: dict) -> dict:
+    """The outcome a run records for a benchmark with these round times and this interference, built the way
+    measure.py builds it (extra_info.noise from paired.cv and noise.warning, then Measurement.outcome)."""
+    figures = {"cv": paired.cv(rounds), **seen, "cause": noise.cause(seen, 2)}
+    figures["warning"] = noise.warning(f"{optimization} at batch size {batch_size}: the rounds' CV", figures["cv"],
+                                       noise.GATE_THRESHOLD, figures)
+    info = {"optimization": optimization, "batch_size": batch_size, "parity": {"passed": True, "failures": []},
+            "throughput_samples_per_s": batch_size / sorted(rounds)[len(rounds) // 2],
+            "latency_ms": timing.latency_ms(rounds), "precision": "fp32", "build_s": 1.0, "warmup_s": 0.5,
+            "memory": {"rss_mb_peak": 900.0}, "noise": figures}
+    return Measurement(info).outcome().to_json()
+
+
+def _rounds(ms: float, spread: float) -> list[float]:
+    """20 rounds around ``ms`` milliseconds, alternating +-``spread`` (a CV of about ``spread``)."""
+    return [ms / 1e3 * (1 + spread * (-1) ** i) for i in range(20)]
+
+
+def test_the_noisy_benchmarks_of_a_run_fold_into_one_terminal_line() -> None:
+    outcomes = [_outcome("baseline", 1, _rounds(40, 0.01), QUIET),
+                _outcome("channels_last", 1, _rounds(30, 0.08), QUIET),
+                _outcome("channels_last", 8, _rounds(200, 0.20), BUSY),
+                _outcome("ftz", 8, _rounds(210, 0.12), BUSY)]
+    cvs = [o["noise_cv"] for o in outcomes]
+    assert sum(cv > noise.GATE_THRESHOLD for cv in cvs) == 3 and all(o["noise_warning"] for o in outcomes[1:])
+    lines = summary.terminal_lines(outcomes)
+    folded = [line for line in lines if "noise" in line]
+    assert len(folded) == 1, lines  # not one line per noisy benchmark
+    line = folded[0]
+    assert line.startswith("densebench: warning: noise: 3 of 4 benchmarks had a rounds' CV above 5% "
+                           "(the default threshold of densebench compare and ab)")
+    assert f"worst: channels_last at batch 8, CV {max(cvs):.1%}, cause seen: other processes used 40% of the 2 CPUs" \
+        in line
+    assert "interference seen during 2 of the 3" in line and line.endswith("figures are in extra_info.noise")
+
+    gate = noise.Gate(0.15, "the --benchmark-compare-fail=median:15% gate")
+    gated = summary.terminal_lines(outcomes, noise_gate=gate)
+    (line,) = [line for line in gated if "noise" in line]
+    assert "1 of 4 benchmarks had a rounds' CV above 15% (the --benchmark-compare-fail=median:15% gate)" in line
+    assert "interference seen during" not in line  # one noisy benchmark: its cause is the worst's
+
+    calm = [_outcome("baseline", 1, _rounds(40, 0.01), BUSY), _outcome("ftz", 1, _rounds(40, 0.02), QUIET)]
+    assert noise.run_warning(calm) is None
+    assert not any("noise" in line for line in summary.terminal_lines(calm))
+    quiet_cause = noise.run_warning([_outcome("ftz", 2, _rounds(40, 0.3), QUIET)])
+    assert quiet_cause is not None and f"cause seen: {noise.NO_CAUSE}" in quiet_cause
+
+
+def test_the_run_gate_is_the_strictest_percentage_of_compare_fail(pytester) -> None:
+    from densebench import _pytest_benchmark as pb
+
+    assert pb.compare_fail_percentage(pytester.parseconfigure()) is None
+    absolute = pytester.parseconfigure("--benchmark-compare-fail=mean:0.001")
+    assert pb.compare_fail_percentage(absolute) is None  # seconds, not a share: the default gate holds
+    both = pytester.parseconfigure("--benchmark-compare-fail", "median:10%", "min:7%", "mean:0.001")
+    assert pb.compare_fail_percentage(both) == (0.07, "min:7%")

@@ -223,3 +223,20 @@ def test_crosscheck_agrees_with_pytest_benchmark(pytester_sub: pytest.Pytester, 
     assert known["min_ms"] >= 50 and checks["known"][1]["stats"]["min"] >= 0.05, "a sleep is never shortened"
     assert 0.8 <= known["ratio_min"] <= 1.25, known
     assert not 0.8 <= skewed["ratio_min"] <= 1.25, f"a 2x harness error went unnoticed: {skewed}"
+
+
+def test_densebench_lines_go_through_the_terminal_reporter_or_stderr(pytester: pytest.Pytester,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """terminal.write_line, the one lookup of pytest's terminal reporter (say, header, autosave warning)."""
+    from densebench import terminal
+
+    config = pytester.parseconfigure()
+    assert terminal.write_line(config, "densebench: on the terminal", yellow=True) is True
+    out, err = capsys.readouterr()
+    assert "densebench: on the terminal" in out and err == ""
+
+    bare = pytester.parseconfigure("-p", "no:terminal")
+    assert terminal.write_line(bare, "densebench: nowhere") is False
+    assert terminal.write_line(bare, "densebench: on stderr", stderr_fallback=True) is False
+    out, err = capsys.readouterr()
+    assert "nowhere" not in out + err and err == "densebench: on stderr\n"

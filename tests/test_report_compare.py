@@ -90,8 +90,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with_rounds(Path(stored), Path(stored).with_name("0002_fabricated.json"), gate_rounds)
     second = run_suite(root / "second", "--benchmark-json=second.json", store, "--benchmark-compare=0002",
                        "--benchmark-compare-fail=median:50%", timeout=guard)
+    # A gate that passes (every stored round 1000 s) at 0%: every real round's CV is above it, so the
+    # noise line is sure to be printed, and it must name this gate rather than the 5% default.
+    with_rounds(Path(stored), Path(stored).with_name("0003_slow.json"), {key: [1e3] * 5 for key in CONFIGS})
+    passing = run_suite(root / "passing", "--benchmark-json=passing.json", store, "--benchmark-compare=0003",
+                        "--benchmark-compare-fail=median:0%", "--densebench-optimizations=baseline",
+                        "--densebench-batch-sizes=1", timeout=guard)
     return {"base": root / "base" / "base.json", "second": root / "second" / "second.json",
-            "gate_returncode": second.returncode, "gate_output": second.stdout + second.stderr}
+            "gate_returncode": second.returncode, "gate_output": second.stdout + second.stderr,
+            "passing_returncode": passing.returncode, "passing_output": passing.stdout + passing.stderr,
+            "passing": root / "passing" / "passing.json"}
 
 
 def test_pytest_gate_flags_what_regressed_against_the_stored_baseline(runs: dict) -> None:
@@ -103,6 +111,16 @@ def test_pytest_gate_flags_what_regressed_against_the_stored_baseline(runs: dict
     assert len(flagged) == 2, listed[:6]
     assert "baseline-bs1" in flagged[0] and "baseline-bs2" in flagged[1], flagged
     assert not any("channels_last" in line for line in flagged), "rounds faster than the stored ones are not flagged"
+
+
+def test_the_noise_line_names_the_threshold_the_run_gates_on(runs: dict) -> None:
+    out = runs["passing_output"]
+    assert runs["passing_returncode"] == 0, out[-3000:]
+    (outcome,) = json.loads(runs["passing"].read_text(encoding="utf-8"))["densebench"]["outcomes"]
+    (line,) = [line for line in out.splitlines() if line.startswith("densebench: warning: noise:")]
+    assert line.startswith("densebench: warning: noise: 1 of 1 benchmarks had a rounds' CV above 0% "
+                           "(the --benchmark-compare-fail=median:0% gate); worst: baseline at batch 1, "
+                           f"CV {outcome['noise_cv']:.1%}, cause seen: "), line
 
 
 def test_compare_flags_a_2x_slowdown_with_a_clear_message(runs: dict, tmp_path: Path,

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .. import __version__, derived, profiling, storage, summary, telemetry
+from .. import __version__, derived, noise, profiling, storage, summary, telemetry, terminal
 from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
@@ -78,11 +77,7 @@ class Role:
 
     def say(self, line: str) -> None:
         """A line on the terminal (stderr when there is no terminal reporter)."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"densebench: {line}")
-        else:
-            print(f"densebench: {line}", file=sys.stderr)
+        terminal.write_line(self.config, f"densebench: {line}", stderr_fallback=True)
 
     def _write_results(self, path: Path, text: str) -> Path | None:
         """pytest-benchmark's JSON, atomically; a failed write is a warning that says where the results are."""
@@ -104,10 +99,8 @@ class Role:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """The header, if densebench was activated during collection; progress for what was collected."""
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if not self._header_shown and reporter is not None:
-            self._header_shown = True
-            reporter.write_line(self.header_line())
+        if not self._header_shown:
+            self._header_shown = terminal.write_line(session.config, self.header_line())
         ours = [item for item in session.items
                 if {"optimized", "densebench_scenario"} & set(getattr(item, "fixturenames", ()))]
         self.planned = [{"optimization": p["optimization"], "batch_size": p["batch_size"]}
@@ -239,7 +232,9 @@ class Role:
             pin = worker.get("worker") or {}
             where = f"CPUs {pin['cpus']}" if pin.get("cpus") is not None else pin.get("device")
             tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
-        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms):
+        gated = pb.compare_fail_percentage(config)  # the run's own gate, else densebench compare's and ab's default
+        gate = noise.Gate(gated[0], f"the --benchmark-compare-fail={gated[1]} gate") if gated else noise.DEFAULT_GATE
+        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms, gate):
             tr.write_line(line)
         for line in summary.scenario_lines(info.get("scenarios") or []):
             tr.write_line(line)

@@ -40,6 +40,33 @@ def _default_isolation(extra: list[str]) -> bool:
     return not any(a.startswith(("-n", "--numprocesses", "--dist")) for a in extra)
 
 
+def _default_scenarios(extra: list[str]) -> None:
+    """On the CPU, ``densebench run`` adds LoadGen's offline and server scenarios to the batch benchmarks (when
+    LoadGen is installed and the user chose no scenarios): each optimization is also served behind the dynamic
+    batcher. Only the default changes: --densebench-scenarios, its environment variable or ini key still decide."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        print("densebench run: serving scenarios off (MLPerf LoadGen is not installed: pip install "
+              "'densebench[serving]')", flush=True)
+        return
+    device = next((a.split("=", 1)[1] for a in extra if a.startswith("--densebench-device=")), None)
+    if device is None and "--densebench-device" in extra[:-1]:
+        device = extra[extra.index("--densebench-device") + 1]
+    device = (device or os.environ.get("DENSEBENCH_DEVICE") or "auto").strip().lower()
+    if device.startswith("cuda") or (device == "auto" and _cuda_available()):
+        return
+    override_default("scenarios", "batch,offline,server")
+    print("densebench run: on the CPU, each optimization is also served under MLPerf LoadGen (offline and server "
+          "scenarios; --densebench-scenarios=batch for the batch benchmarks alone)", flush=True)
+
+
+def _cuda_available() -> bool:
+    import torch  # heavy: pytest imports it next anyway
+
+    return bool(torch.cuda.is_available())
+
+
 def _storage_args(output: Path, extra: list[str]) -> list[str]:
     """pytest-benchmark's autosave storage: ./.benchmarks as usual, or <output>/.benchmarks when the
     working directory cannot be written (a container's root-owned WORKDIR). An explicit
@@ -68,6 +95,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         override_default("isolate", "true")
         print("densebench run: each optimization in its own process (--densebench-isolate=false to share one)",
               flush=True)
+    _default_scenarios(extra)
     code = int(pytest.main(pytest_args))
     results = output / "results.json"
     if results.is_file():

@@ -46,6 +46,8 @@ def _default_scenarios(extra: list[str]) -> None:
     batcher. Only the default changes: --densebench-scenarios, its environment variable or ini key still decide."""
     import importlib.util
 
+    if any(a.startswith("--densebench-scenarios") for a in extra) or os.environ.get("DENSEBENCH_SCENARIOS"):
+        return  # the user chose
     if importlib.util.find_spec("mlperf_loadgen") is None:
         print("densebench run: serving scenarios off (MLPerf LoadGen is not installed: pip install "
               "'densebench[serving]')", flush=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from .paired import bootstrap_ratio
 from .report import ReportError, load
+from .scenarios import scenario_key
 
 FLAGGED = ("regression", "missing", "parity failed")  # verdicts that fail the gate
 
@@ -62,7 +63,7 @@ def _key(bench: dict[str, Any]) -> tuple[str, int] | None:
     bs = info.get("batch_size") or params.get("batch_size")
     scenario = (info.get("scenario") or {}).get("name") or params.get("scenario")
     if scenario and opt is not None:  # a serving scenario's benchmark: its own row (median query latency)
-        opt = f"{opt}[{scenario}]"
+        opt = scenario_key(str(opt), scenario)
     return (str(opt), int(bs)) if opt is not None and bs is not None else None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from . import derived, storage, summary
 from .errors import ReportError
 from .records import UNTIMED_STATUSES, Status
+from .scenarios import scenario_key
 from .telemetry import peak_memory_mb
 
 
@@ -52,7 +53,7 @@ class Record:
     @property
     def key(self) -> str:
         """The optimization, with the scenario for a serving scenario's benchmark: ``openvino_int8[server]``."""
-        return self.optimization if self.scenario is None else f"{self.optimization}[{self.scenario['name']}]"
+        return self.optimization if self.scenario is None else scenario_key(self.optimization, self.scenario["name"])
 
     def row(self) -> summary.Row:
         return summary.Row(self.optimization, self.batch_size, self.throughput, self.p99_ms, self.peak_memory_mb,
@@ -671,7 +672,7 @@ def table_lines(path: Path) -> list[str]:
         energy = _energy(e)
         mj = None if energy is None else 1000 * energy
         parity = e.get("parity") or {}
-        name = e["optimization"] + (f"[{e['scenario'].get('name')}]" if e.get("scenario") else "")
+        name = scenario_key(e["optimization"], e["scenario"].get("name")) if e.get("scenario") else e["optimization"]
         lines.append(
             f"{name:32s} {e['batch_size']:4d} {e.get('precision') or '—':9s} "
             f"{_fmt(e.get('throughput_samples_per_s'), '9.1f')} {_fmt(lat.get('p50'), '8.2f')} "

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import noise
 from .records import PROBLEM_STATUSES, TIMED_STATUSES, Status
+from .scenarios import scenario_key
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def scenario_lines(scenarios: list[dict[str, Any]]) -> list[str]:
     confirmed VALID within the p99 budget), offline and singlestream throughput, or why there is none."""
     lines = []
     for s in scenarios:
-        name = f"{s['optimization']} [{s['scenario']}]"
+        name = scenario_key(s["optimization"], s["scenario"])
         if s.get("status") not in TIMED_STATUSES:
             lines.append(f"{name}: {s.get('status')}: {s.get('reason')}")
             continue

@@ -48,15 +48,21 @@ def test_unknown_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_run_uses_the_packaged_suite_outside_a_checkout(tmp_path: Path) -> None:
+    """Also: on the CPU, with LoadGen installed, densebench run serves each optimization offline and under the
+    server search besides the batch benchmarks."""
+    pytest.importorskip("mlperf_loadgen", reason="the serving scenarios need densebench[serving]")
     out = tmp_path / "out"
     fast = [a for a in FAST if a not in ("-p", "densebench.plugin")]
     proc = subprocess.run([sys.executable, "-m", "densebench.cli", "run", "-o", str(out), *fast,
-                           "--densebench-optimizations=baseline", "--densebench-batch-sizes=1"],
+                           "--densebench-optimizations=baseline", "--densebench-batch-sizes=1",
+                           "--densebench-server-search-s=20", "--densebench-scenario-duration-ms=300"],
                           check=False, cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD * pace_s(),
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "each optimization is also served under MLPerf LoadGen" in proc.stdout
     saved = json.loads((out / "results.json").read_text())
-    assert [b["param"] for b in saved["benchmarks"]] == ["baseline-bs1"]
+    assert [b["param"] for b in saved["benchmarks"]] == ["baseline-bs1", "baseline-offline", "baseline-server"]
+    assert [b["group"] for b in saved["benchmarks"]] == ["batch_size=1", "scenario=offline", "scenario=server"]
     assert saved["benchmarks"][0]["fullname"].startswith("densebench/suite/test_inference.py::")
     assert saved["densebench"]["isolated"]["baseline"]["returncode"] == 0, "densebench run isolates by default"
     assert "warnings summary" not in proc.stdout

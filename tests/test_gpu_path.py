@@ -218,7 +218,8 @@ def test_gpu_auto_says_why_it_benchmarks_the_cpu(tmp_path: Path) -> None:
     env = _fakes(tmp_path, "535.183.01")
     fast = [a for a in FAST if a not in ("-p", "densebench.plugin", "--densebench-device=cpu")]
     result = _build_and_run(tmp_path, env, "--docker", "false", "--optimizations", "baseline", "--batch-sizes", "1",
-                            "--image-size", "32", "--", *fast, "--densebench-isolate=false")
+                            "--image-size", "32", "--", *fast, "--densebench-isolate=false",
+                            "--densebench-scenarios=batch")
     assert "an NVIDIA GPU is present but unusable, so the CPU is benchmarked: NVIDIA driver 535.183.01" \
         in result.stderr
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -132,3 +132,18 @@ def test_padded_sizes_and_the_batch_log():
         padded_size(9, [1, 8])
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         DynamicBatcher(None, None, None, SyncExecutor(lambda x: x), lambda pairs: None, 0)
+
+
+def test_a_runner_that_raises_ends_the_test_with_the_error_not_a_hang(tmp_path):
+    images = np.zeros((SAMPLES, 1), dtype=np.float32)
+
+    def broken(x):
+        raise RuntimeError("kernel exploded")
+
+    def batcher_for(respond):
+        return DynamicBatcher(images, lambda b: b, lambda out: out, SyncExecutor(broken), respond, 2)
+
+    knobs = harness.Knobs("offline", target_qps=100.0, min_duration_ms=100)
+    trial = harness.run_test(batcher_for, SAMPLES, knobs, tmp_path / "broken")
+    assert not trial.valid
+    assert any("a batch failed: RuntimeError: kernel exploded" in r for r in trial.invalid_reasons())

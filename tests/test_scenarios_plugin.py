@@ -96,7 +96,7 @@ def test_offline_and_server_in_one_run_then_report_and_compare(serve_suite, tmp_
     openvino = next(b for b in run.json["benchmarks"] if b["name"] == "test_scenario[openvino-offline]")
     assert openvino["extra_info"]["scenario"]["batcher"]["executor"] == "openvino AsyncInferQueue"
     assert list((tmp_path / "o" / "loadgen").rglob("mlperf_log_detail.txt"))
-    run.result.stdout.fnmatch_lines(["*baseline [[]server[]]: *", "*openvino [[]offline[]]: * samples/s*"])
+    run.result.stdout.fnmatch_lines(["*baseline[[]server[]]: *", "*openvino[[]offline[]]: * samples/s*"])
     validator = pytest.importorskip("jsonschema", reason="needs jsonschema: pip install -e '.[test]'")
     schema = json.loads((REPO / "docs" / "schema" / "densebench-results.schema.json").read_text(encoding="utf-8"))
     errors = [e.message for e in validator.Draft202012Validator(schema).iter_errors(run.json)]

@@ -54,7 +54,7 @@ def test_densebench_run_from_an_unwritable_directory(tmp_path: Path) -> None:
         fast = [a for a in FAST if a not in ("-p", "densebench.plugin")]
         proc = subprocess.run([*prefix, sys.executable, "-m", "densebench.cli", "run", "-o", str(output), *fast,
                                "--densebench-optimizations=baseline", "--densebench-batch-sizes=1",
-                               "--densebench-isolate=false"],
+                               "--densebench-isolate=false", "--densebench-scenarios=batch"],
                               check=False, cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD * pace_s(),
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:

@@ -20,6 +20,7 @@ from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
 from ..records import Outcome, RunRecord, ScenarioOutcome
+from ..scenarios import scenario_key
 from ..settings import Settings
 
 
@@ -265,8 +266,3 @@ class Measurer(Role):
                          scenario: str) -> Any:
         """Serve ``optimization`` in a LoadGen ``scenario`` with ``benchmark``; returns a measure.Measurement."""
         raise NotImplementedError
-
-
-def scenario_key(optimization: str, scenario: str) -> str:
-    """How progress lines name a scenario benchmark: ``openvino_int8[server]``."""
-    return f"{optimization}[{scenario}]"

@@ -13,8 +13,9 @@ from ..measure import Context, Measurement, recompile_error
 from ..measure import measure as measure_one
 from ..records import Outcome, ScenarioOutcome, Status
 from ..resources import Resources, Runners
+from ..scenarios import scenario_key
 from ..settings import Settings
-from .base import Measurer, scenario_key
+from .base import Measurer
 
 
 class LocalRun(Measurer):

@@ -5,3 +5,9 @@ the server search (search.py) and one scenario benchmark of one optimization (me
 benchmark per optimization, in the group ``scenario=<name>``. Importing this package imports neither
 torch nor LoadGen.
 """
+
+
+def scenario_key(optimization: str, scenario: str) -> str:
+    """How progress lines, the results store and ``densebench compare`` name a scenario benchmark:
+    ``openvino_int8[server]``."""
+    return f"{optimization}[{scenario}]"

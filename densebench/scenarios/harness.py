@@ -97,7 +97,8 @@ class Trial:
 
     @property
     def valid(self) -> bool:
-        return self.loadgen.get("result_validity") == "VALID"
+        """LoadGen's verdict, and no batch failed (a failed batch is answered with NaN to let LoadGen finish)."""
+        return self.loadgen.get("result_validity") == "VALID" and not self.batches.get("errors")
 
     @property
     def perf_constraints_met(self) -> bool:
@@ -113,6 +114,7 @@ class Trial:
                   "result_min_queries_met": "the minimum query count was not reached",
                   "early_stopping_met": "early stopping: too few queries to show the percentile is within the bound"}
         reasons = [text for key, text in checks.items() if self.loadgen.get(key) is False]
+        reasons += [f"a batch failed: {error}" for error in self.batches.get("errors") or []]
         extra = self.loadgen.get("result_invalid_reason")
         return reasons + ([str(extra)] if extra else []) or ["LoadGen reported INVALID"]
 
@@ -175,7 +177,7 @@ def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]],
             latencies.extend(now - r.arrival_s for r, _ in pairs)
         lg.QuerySamplesComplete(responses)
 
-    batcher = batcher_for(respond).start()
+    batcher = batcher_for(respond)
 
     def issue(query_samples: Any) -> None:
         now = time.perf_counter()
@@ -186,13 +188,27 @@ def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]],
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
     log.log_output.copy_summary_to_stdout = False
+    failed: list[BaseException] = []
+
+    def drive() -> None:  # LoadGen in a thread of its own; the batcher (and the model) in this one
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, knobs.settings(lg), log)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+        finally:
+            batcher.close()
+
     start = time.perf_counter()
+    driver = threading.Thread(target=drive, name="densebench-loadgen", daemon=True)
+    driver.start()
     try:
-        lg.StartTestWithLogSettings(sut, qsl, knobs.settings(lg), log)
+        batcher.serve_here()
     finally:
-        batcher.stop()
+        driver.join()
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
+    if failed:
+        raise failed[0]
     wall = time.perf_counter() - start
     detail = log_dir / "mlperf_log_detail.txt"
     values = read_detail(detail) if detail.is_file() else {}

@@ -28,7 +28,7 @@ from ..measure import compile_count
 from ..optimizations import Runner
 from ..profiling import safe_name
 from ..records import BenchmarkRecord, Noise, ScenarioResult
-from . import harness
+from . import harness, scenario_key
 from .batcher import DynamicBatcher, Executor, SyncExecutor
 from .search import Search
 
@@ -263,7 +263,7 @@ def plan_for(ctx: Any, runner: Runner, scenario: str) -> Plan:
     return Plan(scenario, batches, s.batcher_max_delay_ms / 1e3, s.latency_budget_ms, s.scenario_duration_ms,
                 s.server_search_s, s.seed,
                 lambda test: log_dir(s.output, ctx.run_name, runner.name, scenario, test),
-                lambda line: ctx.stage(runner.name, limit, line))
+                lambda line: ctx.stage(scenario_key(runner.name, scenario), limit, line))
 
 
 def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
@@ -280,7 +280,7 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
     sizes = warm_sizes(max(plan.max_batches or s.batch_sizes)) + list(plan.max_batches)
     start = time.perf_counter()
     with runner.activated():
-        ctx.stage(runner.name, max(sizes), f"{scenario}: warming up the batcher's sizes")
+        ctx.stage(scenario_key(runner.name, scenario), max(sizes), "warming up the batcher's sizes")
         served = serve(runner, images, sizes, s.inflight, res.device, min(s.warmup, 2))
         if scenario == "server" and not plan.max_batches:
             plan.max_batches = server_settings(served, plan.budget_ms or DEFAULT_SERVER_BUDGET_MS, None)
@@ -292,7 +292,7 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
             compiles = compile_count() - compiles
         accuracy = None
         if knobs is not None:
-            ctx.stage(runner.name, max(sizes), f"{scenario}: LoadGen accuracy mode")
+            ctx.stage(scenario_key(runner.name, scenario), max(sizes), "LoadGen accuracy mode")
             knobs.accuracy, knobs.min_query_count, knobs.min_duration_ms, knobs.max_duration_ms = True, 1, 0, 0
             batch = perf["batcher"]["max_batch"]
             accuracy = _test(served, plan, batch)(knobs, "accuracy")

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import journal
 from ..errors import ReportError, StoreError
 from ..report import load, records_from
+from ..scenarios import scenario_key
 from . import schema
 
 
@@ -147,7 +148,7 @@ def _run_row(doc: dict[str, Any], source: Path, uid: str, machine_id: int) -> di
 
 def _key(info: dict[str, Any]) -> str:
     scenario = (info.get("scenario") or {}).get("name")
-    return info["optimization"] + (f"[{scenario}]" if scenario else "")
+    return scenario_key(info["optimization"], scenario) if scenario else info["optimization"]
 
 
 def _insert_benchmarks(conn: Connection, run_id: int, doc: dict[str, Any], source: Path) -> int:

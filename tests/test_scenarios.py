@@ -8,6 +8,7 @@ test_scenarios_plugin.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,43 @@ def test_a_runner_that_raises_ends_the_test_with_the_error_not_a_hang(tmp_path):
     trial = harness.run_test(batcher_for, SAMPLES, knobs, tmp_path / "broken")
     assert not trial.valid
     assert any("a batch failed: RuntimeError: kernel exploded" in r for r in trial.invalid_reasons())
+
+
+def _modelled(capacity: float, floor_ms: float, valid_from_queries: int = 500):
+    """LoadGen replaced by a queue model: p99 = floor / (1 - rate / capacity); VALID when p99 fits and the test
+    is long enough for early stopping. Returns (test function, the rates asked for)."""
+    asked = []
+
+    def test(knobs, kind):
+        rate = knobs.target_qps
+        asked.append((kind, rate))
+        p99_ns = floor_ms * 1e6 / (1 - rate / capacity) if rate < capacity else 1e12
+        fits = p99_ns <= knobs.latency_bound_ns
+        values = {"result_validity": "VALID" if fits and knobs.min_query_count >= valid_from_queries else "INVALID",
+                  "result_perf_constraints_met": fits, "result_99.00_percentile_latency_ns": p99_ns,
+                  "result_completed_samples_per_sec": min(rate, capacity)}
+        return harness.Trial(knobs, Path("modelled"), values, [], {}, 0.0)
+
+    return test, asked
+
+
+def test_search_bisects_down_when_the_first_probe_misses_the_budget():
+    """The first probe (0.7 x capacity) is over budget: the search must bisect below it, not probe it again."""
+    capacity, floor_ms, budget_ms = 100.0, 10.0, 40.0
+    limit = capacity * (1 - floor_ms / budget_ms)  # 75/s: p99 = budget
+    test, asked = _modelled(capacity, floor_ms)
+    found = Search(budget_ms=budget_ms, time_budget_s=60.0).run([({"max_batch": 1}, capacity, test)])
+    probes = [rate for kind, rate in asked if kind == "probe"]
+    assert len(set(probes)) == len(probes), probes  # never the same rate twice
+    assert found.best_qps is not None and 0.9 * limit <= found.best_qps <= limit, (found.best_qps, asked)
+    test, asked = _modelled(capacity, floor_ms=30.0)  # limit 25/s: the first probe (70/s) fails
+    found = Search(budget_ms=budget_ms, time_budget_s=60.0).run([({"max_batch": 1}, capacity, test)])
+    assert asked[0] == ("probe", 70.0) and asked[1][1] < 70.0
+    assert found.best_qps is not None and 0.9 * 25.0 <= found.best_qps <= 25.0, asked
+
+
+def test_search_skips_a_setting_whose_single_image_is_over_the_budget():
+    test, asked = _modelled(100.0, 10.0)
+    found = Search(budget_ms=100.0, time_budget_s=60.0).run([({"max_batch": 1, "service_ms": 115.0}, 100.0, test)])
+    assert asked == [] and found.best_qps is None
+    assert found.reasons[0] == "max batch 1: one image alone takes 115 ms, more than the 100 ms budget"

@@ -184,8 +184,10 @@ def _test(served: Served, plan: Plan, max_batch: int) -> Callable[[harness.Knobs
 
 
 def _setting(served: Served, plan: Plan, max_batch: int) -> dict[str, Any]:
+    """The batcher's settings; ``service_ms``: one image alone, measured at warm-up (the latency floor)."""
+    alone_s = served.service_s[min(served.service_s)]
     return {"max_batch": max_batch, "max_delay_ms": plan.max_delay_s * 1e3, **served.executor.info,
-            "pad_sizes": served.pad_sizes(max_batch)}
+            "pad_sizes": served.pad_sizes(max_batch), "service_ms": round(alone_s * 1e3, 3)}
 
 
 def performance(served: Served, plan: Plan) -> tuple[dict[str, Any], harness.Trial | None, harness.Knobs | None]:

@@ -105,7 +105,8 @@ class Search:
 
     def _trial(self, result: SearchResult, test: Callable[[Knobs, str], Trial], setting: dict[str, Any],
                rate: float, kind: str) -> Trial:
-        queries = self.probe_queries if kind == "probe" else self.confirm_queries
+        # A probe lasts about 15 s at most (at least 30 queries): slow rates only need bracketing.
+        queries = max(30, min(self.probe_queries, int(rate * 15))) if kind == "probe" else self.confirm_queries
         trial = test(self.knobs(rate, queries), kind)
         trial.kind = kind
         trial.extra["batcher"] = setting
@@ -120,8 +121,14 @@ class Search:
                     test: Callable[[Knobs, str], Trial]) -> None:
         low, high = 0.0, capacity * 1.1
         floor = result.best_qps or 0.0
+        if setting.get("service_ms") and setting["service_ms"] > self.budget_ms:
+            result.reasons.append(f"max batch {setting.get('max_batch')}: one image alone takes "
+                                  f"{setting['service_ms']:.0f} ms, more than the {self.budget_ms:g} ms budget")
+            return
+        first = True
         while high - low > self.tolerance * high and not self._out_of_time():
-            rate = (low + high) / 2 if low > 0 else capacity * 0.7
+            rate = capacity * 0.7 if first else (low + high) / 2
+            first = False
             if rate <= floor:  # another setting already confirmed more than this bracket can reach
                 break
             if rate < capacity * LOWEST:  # far below what the runner serves: the budget, not the rate, is the problem

@@ -106,6 +106,7 @@ def test_pytest_gate_flags_what_regressed_against_the_stored_baseline(runs: dict
     assert runs["gate_returncode"] != 0
     out = runs["gate_output"]
     assert "Performance has regressed" in out, out[-3000:]
+    assert "densebench summary" in out, "densebench's summary is written even when pytest-benchmark's gate raises"
     listed = out.split("Performance has regressed:", 1)[1].splitlines()[1:]
     flagged = [line for line in listed[:len(CONFIGS)] if line.startswith("\t")]
     assert len(flagged) == 2, listed[:6]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -217,8 +218,22 @@ class Role:
         """The run record as JSON (see :meth:`run_record`)."""
         return self.run_record().to_json()
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int,
+                                config: pytest.Config) -> Generator[None, None, None]:
+        """densebench's summary after every other plugin's, also when one of them raises: pytest-benchmark's
+        failing ``--benchmark-compare-fail`` gate raises in this hook, and that is the run whose noise line
+        and summary matter most."""
+        try:
+            return (yield)
+        finally:
+            self.write_summary(terminalreporter, config)
+
+    def summary_preamble(self, terminalreporter: Any) -> None:
+        """Lines a role writes before the summary (subclasses)."""
+
+    def write_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        self.summary_preamble(terminalreporter)
         if not self.outcomes and not self.scenario_outcomes:
             return
         tr = terminalreporter

@@ -66,9 +66,8 @@ class XdistController(Role):
             info["planned"] = list({(c["optimization"], c["batch_size"]): c for c in planned}.values())
         info["parallel"] = self.parallel
 
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    def summary_preamble(self, terminalreporter: Any) -> None:
         if not self.parallel["pinned"]:
             terminalreporter.write_line(f"densebench: benchmarks are off in this parallel run: "
                                         f"{self.parallel['reason']}; run one worker per GPU "
                                         "(-n <GPUs> --densebench-device cuda) or per CPU core slice")
-        super().pytest_terminal_summary(terminalreporter, exitstatus, config)

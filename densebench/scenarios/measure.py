@@ -190,22 +190,26 @@ def _setting(served: Served, plan: Plan, max_batch: int) -> dict[str, Any]:
             "pad_sizes": served.pad_sizes(max_batch), "service_ms": round(alone_s * 1e3, 3)}
 
 
-def performance(served: Served, plan: Plan) -> tuple[dict[str, Any], harness.Trial | None, harness.Knobs | None]:
-    """The scenario's performance test(s): (result JSON, the reported trial, knobs for the accuracy run)."""
-    max_batch = plan.max_batches[0]
+def performance(servings: list[Served], plan: Plan) -> tuple[dict[str, Any], harness.Trial | None,
+                                                          harness.Knobs | None, Served]:
+    """The scenario's performance test(s): (result JSON, the reported trial, knobs for the accuracy run, the
+    serving it was measured with). Server: every serving x max batch is a setting of the search, the one
+    with the highest capacity first."""
+    served = servings[0]
     if plan.scenario == "server":
         budget = plan.budget_ms or DEFAULT_SERVER_BUDGET_MS
         search = Search(budget, plan.search_s, seed=plan.seed, progress=plan.progress)
-        found = search.run([(_setting(served, plan, m), served.capacity(m), _test(served, plan, m))
-                            for m in plan.max_batches])
+        candidates = [(_setting(one, plan, m), one.capacity(m), _test(one, plan, m), one) for one in servings
+                      for m in (plan.max_batches or server_settings(one, budget, None))]
+        candidates.sort(key=lambda c: -c[1])
+        found = search.run([c[:3] for c in candidates])
+        setting, _, _, served = next((c for c in candidates if c[0] is found.best_setting), candidates[0])
         trial = found.best_trial or found.last_trial
         rate = found.best_qps or (found.points[-1]["target_qps"] if found.points else 1.0)
-        best_batch = (found.best_setting or {}).get("max_batch", max_batch)
-        accuracy = search.knobs(rate, 1)
         result = {"server_search": found.to_json(), "latency_budget_ms": budget, "target_qps": found.best_qps,
-                  "batcher": found.best_setting or _setting(served, plan, best_batch),
-                  "budget_defaulted": plan.budget_ms is None}
-        return result, trial, accuracy
+                  "batcher": setting, "budget_defaulted": plan.budget_ms is None}
+        return result, trial, search.knobs(rate, 1), served
+    max_batch = plan.max_batches[0]
     capacity = served.capacity(max_batch)
     # LoadGen generates its queries up front from the expected rate (latency): it must not run out before the
     # minimum duration, so it is told twice the measured capacity (half the measured latency).
@@ -218,7 +222,7 @@ def performance(served: Served, plan: Plan) -> tuple[dict[str, Any], harness.Tri
     plan.progress(f"{plan.scenario}: {trial.throughput or 0:.1f} samples/s, "
                   f"{'VALID' if trial.valid else 'INVALID: ' + '; '.join(trial.invalid_reasons())}")
     return {"target_qps": knobs.target_qps, "batcher": _setting(served, plan, max_batch),
-            "capacity_qps": capacity}, trial, knobs
+            "capacity_qps": capacity}, trial, knobs, served
 
 
 def _repeat_until_long_enough(test: Callable[[harness.Knobs, str], harness.Trial], knobs: harness.Knobs,
@@ -283,14 +287,16 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
     start = time.perf_counter()
     with runner.activated():
         ctx.stage(scenario_key(runner.name, scenario), max(sizes), "warming up the batcher's sizes")
-        served = serve(runner, images, sizes, s.inflight, res.device, min(s.warmup, 2))
-        if scenario == "server" and not plan.max_batches:
-            plan.max_batches = server_settings(served, plan.budget_ms or DEFAULT_SERVER_BUDGET_MS, None)
+        servings = [serve(runner, images, sizes, s.inflight, res.device, min(s.warmup, 2))]
+        if scenario == "server" and runner.backed.serve is not None and s.inflight is None:
+            # The asynchronous executor's streams split the cores, which a light load pays for in latency: the
+            # search also tries the runner one batch at a time (OpenVINO: its LATENCY-hint model).
+            servings.append(serve(runner, images, sizes, 1, res.device, min(s.warmup, 2)))
         warmup_s = time.perf_counter() - start
         monitor, seen = telemetry.Monitor(res.device, s), noise.Interference(res.device)
         with monitor, seen:
             compiles = compile_count()
-            perf, trial, knobs = performance(served, plan)
+            perf, trial, knobs, served = performance(servings, plan)
             compiles = compile_count() - compiles
         accuracy = None
         if knobs is not None:

@@ -171,7 +171,8 @@ def scenario_lines(scenarios: list[dict[str, Any]]) -> list[str]:
             rate = s.get("highest_valid_qps")
             text = (f"{name}: {rate:.1f} queries/s sustained within p99 {s.get('latency_budget_ms'):g} ms "
                     f"(LoadGen VALID; p99 {s.get('p99_ms') or float('nan'):.1f} ms, {where})" if rate else
-                    f"{name}: no rate confirmed VALID within p99 {s.get('latency_budget_ms'):g} ms ({where})")
+                    f"{name}: no rate confirmed VALID within p99 {s.get('latency_budget_ms'):g} ms ({where}"
+                    + "".join(f"; {reason}" for reason in (s.get("invalid_reasons") or [])[:2]) + ")")
         else:
             p99 = s.get("p99_ms")
             text = (f"{name}: {s.get('achieved_qps') or 0:.1f} samples/s ({where}"

@@ -27,7 +27,6 @@ from typing import Any
 
 from .paired import bootstrap_ratio
 from .report import ReportError, load
-from .scenarios import scenario_key
 
 FLAGGED = ("regression", "missing", "parity failed")  # verdicts that fail the gate
 
@@ -61,9 +60,10 @@ def _key(bench: dict[str, Any]) -> tuple[str, int] | None:
     params = bench.get("params") or {}
     opt = info.get("optimization") or params.get("optimization")
     bs = info.get("batch_size") or params.get("batch_size")
-    scenario = (info.get("scenario") or {}).get("name") or params.get("scenario")
-    if scenario and opt is not None:  # a serving scenario's benchmark: its own row (median query latency)
-        opt = scenario_key(str(opt), scenario)
+    if info.get("scenario") or params.get("scenario"):
+        # A serving scenario's rounds are per-query latencies at the rate that run found: two runs' medians are
+        # not comparable. Its answers (highest valid rate, offline throughput) are in the report.
+        return None
     return (str(opt), int(bs)) if opt is not None and bs is not None else None
 
 

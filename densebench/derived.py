@@ -42,7 +42,7 @@ def outcomes_of(outcomes: Iterable[dict[str, Any]], benchmarks: Iterable[dict[st
 
 def planned(info: dict[str, Any]) -> list[tuple[str, int]]:
     """The configurations the run meant to measure: as collected when known, else the settings' product."""
-    if info.get("planned"):
+    if info.get("planned") is not None:  # [] when only serving scenarios were collected
         return [_config(c["optimization"], c["batch_size"]) for c in info["planned"]]
     settings = info.get("settings") or {}
     return [(str(o), int(b)) for o in settings.get("optimizations") or () for b in settings.get("batch_sizes") or ()]

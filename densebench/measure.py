@@ -69,7 +69,8 @@ class Measurement:
             "p99_ms": (scenario.get("latency_ms") or {}).get("p99"),
             "highest_valid_qps": search.get("highest_valid_qps") if search else None,
             "latency_budget_ms": scenario.get("latency_budget_ms"), "max_batch": batcher.get("max_batch"),
-            "in_flight": batcher.get("in_flight")})
+            "in_flight": batcher.get("in_flight"),
+            "invalid_reasons": None if scenario.get("valid") else scenario.get("invalid_reasons")})
 
     def outcome(self) -> Outcome:
         """The configuration's outcome: measured, or parity_failed with the failures as the reason."""

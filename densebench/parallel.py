@@ -185,7 +185,7 @@ def load(payload: str) -> tuple[list[WorkerBenchmark], dict[str, Any]]:
     return [WorkerBenchmark(b) for b in doc["benchmarks"]], doc["densebench"]
 
 
-_OPTIMIZATION = re.compile(r"\[(?P<optimization>[^\]]+)-bs\d+\]$")
+_OPTIMIZATION = re.compile(r"\[(?P<optimization>[^\]]+)-(?:bs\d+|offline|server|singlestream)\]$")
 
 
 def by_optimization_scheduler(config: Any, log: Any) -> Any:

@@ -82,14 +82,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Drop the scenarios not asked for: ``test_scenario`` without LoadGen scenarios (pytest made one item
-    for its empty parameter set), and the batch benchmarks when ``batch`` is not among the scenarios."""
+    for its empty parameter set), and the batch benchmarks when ``batch`` is not among the scenarios. Then
+    order densebench's items optimization-major (batch sizes, then scenarios), so each optimization is built
+    once; other tests keep their places."""
     role = config.stash[ACTIVATION_KEY].role
     if role is None:
         return
     batch = "batch" in role.settings.scenarios
     kept = [item for item in items if not _unwanted_scenario(item, batch)]
-    if len(kept) != len(items):
-        items[:] = kept
+    order = {name: i for i, name in enumerate(role.settings.optimizations)}
+    slots = [i for i, item in enumerate(kept) if _optimization(item) in order]
+    ours = sorted((kept[i] for i in slots), key=lambda item: order[_optimization(item)])  # stable
+    for slot, item in zip(slots, ours, strict=True):
+        kept[slot] = item
+    items[:] = kept
+
+
+def _optimization(item: pytest.Item) -> Any:
+    return getattr(getattr(item, "callspec", None), "params", {}).get("optimization")
 
 
 def _unwanted_scenario(item: pytest.Item, batch: bool) -> bool:

@@ -839,6 +839,8 @@ class ScenarioOutcome(Record):
     latency_budget_ms: float | None = _field("server: the budget", unit="ms", optional=True)
     max_batch: int | None = _field("the batcher's largest batch", unit="images", optional=True)
     in_flight: int | None = _field("batches in flight", optional=True)
+    invalid_reasons: list[str] | None = _field("why LoadGen did not call the reported test VALID (server: why no "
+                                               "rate was confirmed)", optional=True)
 
     def __post_init__(self) -> None:
         self.status = Status.parse(self.status)

@@ -108,7 +108,7 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
         info = bench["extra_info"]
         lat = info.get("latency_ms") or {}
         throughput = info.get("throughput_samples_per_s")
-        if throughput is None and bench.get("stats", {}).get("median"):
+        if throughput is None and bench.get("stats", {}).get("median") and not info.get("scenario"):
             throughput = info["batch_size"] / bench["stats"]["median"]
         if throughput is None:
             continue
@@ -269,12 +269,13 @@ def insights(records: list[Record], latency_budget_ms: float | None) -> list[str
     for label, every in by_label.items():
         prefix = f"{label}: " if len(by_label) > 1 else ""
         recs = batch_records(every)
-        rows = [r.row() for r in recs]
-        lines += _batch_insights(rows, prefix)
-        lines += _memory_insights(recs, prefix)
-        lines += _energy_insights(recs, prefix)
-        lines += _latency_insights(recs, rows, prefix, latency_budget_ms)
-        lines += _exclusion_insights(recs, prefix)
+        if recs:  # a run of serving scenarios alone has no batch benchmarks
+            rows = [r.row() for r in recs]
+            lines += _batch_insights(rows, prefix)
+            lines += _memory_insights(recs, prefix)
+            lines += _energy_insights(recs, prefix)
+            lines += _latency_insights(recs, rows, prefix, latency_budget_ms)
+            lines += _exclusion_insights(recs, prefix)
         lines += _scenario_insights(scenario_records(every), prefix)
     return lines
 
@@ -632,8 +633,11 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
 
 
 def _scenario_section(doc: Doc, runs: list[Run], records: list[Record]) -> None:
-    """One table per run of its serving scenarios: LoadGen's verdict, rates, latency, the batcher, accuracy."""
-    if not records:
+    """One table per run of its serving scenarios: LoadGen's verdict, rates, latency, the batcher, accuracy;
+    then the scenarios that were not measured, with the reason."""
+    unmeasured = [(run, o) for run in runs for o in run.densebench.get("scenarios") or []
+                  if o.get("status") not in ("measured", "parity_failed")]
+    if not records and not unmeasured:
         return
     doc.add("h2", "Serving scenarios (MLPerf LoadGen)")
     doc.add("p", "Each optimization behind densebench's dynamic batcher, driven by MLPerf LoadGen. Server: the "
@@ -656,6 +660,9 @@ def _scenario_section(doc: Doc, runs: list[Run], records: list[Record]) -> None:
                             (r.scenario.get("batcher") or {}).get("in_flight", "—"),
                             (r.scenario.get("batcher") or {}).get("executor", "—"),
                             "pass" if r.parity_passed else "**FAIL**"] for r in rows]))
+    if unmeasured:
+        doc.add("ul", [f"{run.label}: {scenario_key(o['optimization'], o['scenario'])}: {o['status']}: "
+                       f"{o.get('reason')}" for run, o in unmeasured])
 
 
 def table_lines(path: Path) -> list[str]:

@@ -102,7 +102,7 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if top.peak_memory_mb is not None:
             text += f", peak memory {top.peak_memory_mb:.0f} MB"
         lines.append(text)
-    if latency_budget_ms is not None:
+    if latency_budget_ms is not None and rows:  # a run of serving scenarios alone has no batch rows
         fit = best_under_budget(rows, latency_budget_ms)
         peak = best(rows)
         if fit:
@@ -148,7 +148,7 @@ def recommendations(outcomes: list[dict[str, Any]], latency_budget_ms: float | N
     if peak is not None:
         out["offline"] = {"optimization": peak.optimization, "batch_size": peak.batch_size,
                           "throughput_samples_per_s": peak.throughput, "p99_ms": peak.p99_ms}
-    if latency_budget_ms is not None:
+    if latency_budget_ms is not None and rows:  # a run of serving scenarios alone has no batch rows
         fit = best_under_budget(rows, latency_budget_ms)
         out["server"] = {"latency_budget_ms": latency_budget_ms, "fits": fit is not None}
         if fit is not None:
@@ -171,7 +171,8 @@ def scenario_lines(scenarios: list[dict[str, Any]]) -> list[str]:
             rate = s.get("highest_valid_qps")
             text = (f"{name}: {rate:.1f} queries/s sustained within p99 {s.get('latency_budget_ms'):g} ms "
                     f"(LoadGen VALID; p99 {s.get('p99_ms') or float('nan'):.1f} ms, {where})" if rate else
-                    f"{name}: no rate confirmed VALID within p99 {s.get('latency_budget_ms'):g} ms ({where})")
+                    f"{name}: no rate confirmed VALID within p99 {s.get('latency_budget_ms'):g} ms ({where}"
+                    + "".join(f"; {reason}" for reason in (s.get("invalid_reasons") or [])[:2]) + ")")
         else:
             p99 = s.get("p99_ms")
             text = (f"{name}: {s.get('achieved_qps') or 0:.1f} samples/s ({where}"

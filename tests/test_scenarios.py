@@ -188,3 +188,23 @@ def test_search_skips_a_setting_whose_single_image_is_over_the_budget():
     found = Search(budget_ms=100.0, time_budget_s=60.0).run([({"max_batch": 1, "service_ms": 115.0}, 100.0, test)])
     assert asked == [] and found.best_qps is None
     assert found.reasons[0] == "max batch 1: one image alone takes 115 ms, more than the 100 ms budget"
+
+
+class Interrupted(BaseException):
+    """Stands for Ctrl-C or a test timeout reaching the batcher's thread."""
+
+
+def test_an_interrupted_batcher_lets_loadgen_finish_and_the_interrupt_goes_on(tmp_path):
+    images = np.zeros((SAMPLES, 1), dtype=np.float32)
+
+    def interrupted(x):
+        raise Interrupted
+
+    def batcher_for(respond):
+        return DynamicBatcher(images, lambda b: b, lambda out: out, SyncExecutor(interrupted), respond, 2)
+
+    knobs = harness.Knobs("server", target_qps=200.0, latency_bound_ns=10**8, min_duration_ms=300,
+                          min_query_count=50)
+    with pytest.raises(Interrupted):
+        harness.run_test(batcher_for, SAMPLES, knobs, tmp_path / "interrupted")
+    assert (tmp_path / "interrupted" / "mlperf_log_detail.txt").is_file()  # LoadGen ended its test

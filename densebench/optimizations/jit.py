@@ -55,7 +55,7 @@ def release_torchscript_state(runner: _PerShape) -> None:
 def build(forward: Any, example: Any, plan: Plan, ctx: BuildContext) -> Backed:
     runner = _PerShape(forward)
     runner(example)
-    return Backed(forward=runner, cleanup=lambda: release_torchscript_state(runner),
+    return Backed(forward=runner, fixed_shapes=True, cleanup=lambda: release_torchscript_state(runner),
                   info={"backend": "torchscript", "trace": True, "freeze": True, "optimize_for_inference": True})
 
 

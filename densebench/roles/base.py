@@ -21,7 +21,7 @@ from .. import _pytest_benchmark as pb
 from .. import journal as journal_mod
 from ..progress import Progress
 from ..records import Outcome, RunRecord, ScenarioOutcome
-from ..scenarios import scenario_key
+from ..scenarios import progress_batch, scenario_key
 from ..settings import Settings
 
 
@@ -41,6 +41,7 @@ class Role:
         self.planned: list[dict[str, Any]] = []  # the collected configurations (optimization, batch_size)
         self._worker = worker
         self._header_shown = False
+        self._collected = False  # densebench items were collected here (planned is then written, even empty)
         self._attached = False
         self.progress = Progress.off()  # the run's, once collection says how many configurations there are
         self.saved_doc: dict[str, Any] | None = None  # the JSON as saved, for --densebench-store
@@ -108,6 +109,7 @@ class Role:
         self.planned = [{"optimization": p["optimization"], "batch_size": p["batch_size"]}
                         for p in (getattr(getattr(item, "callspec", None), "params", {}) for item in ours)
                         if "optimization" in p and "batch_size" in p]
+        self._collected = bool(ours)
         self.progress.close()
         self.progress = Progress(session.config, len(ours))
 
@@ -122,7 +124,7 @@ class Role:
     def note_scenario(self, outcome: ScenarioOutcome) -> None:
         """A serving scenario's outcome (one optimization x one scenario), shown and journaled."""
         key = scenario_key(outcome.optimization, outcome.scenario)
-        self.progress.finished(key, outcome.max_batch or 1, outcome.status, outcome.reason)
+        self.progress.finished(key, progress_batch(self.settings), outcome.status, outcome.reason)
         self.scenario_outcomes.append(outcome)
         if self.journal is not None:
             self.journal.write({"type": "scenario", "scenario": outcome.to_json()})
@@ -209,7 +211,7 @@ class Role:
             info["recovered_journals"] = self.recovered
         if self.storage_problems:
             info["storage_problems"] = list(self.storage_problems)
-        if self.planned:
+        if self.planned or self._collected:
             info["planned"] = self.planned
         derived.fill(info)
         return RunRecord.from_json(info)

@@ -16,6 +16,7 @@ from .. import isolate, storage
 from ..measure import Measurement
 from ..parallel import WorkerBenchmark
 from ..records import Outcome, ScenarioOutcome, Status
+from ..scenarios import progress_batch
 from ..settings import Settings
 from .base import Measurer
 
@@ -78,8 +79,7 @@ class IsolatingParent(Measurer):
     def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
                          scenario: str) -> Measurement:
         """What the child measured in ``scenario``; its skip or failure; or how it died."""
-        batch_size = max(self.settings.batcher_max_batch or self.settings.batch_sizes)
-        child = self._child(request, optimization, batch_size)
+        child = self._child(request, optimization, progress_batch(self.settings))
         pb.mark_used(benchmark, "isolated: measured in a child process")
         bench = child.scenario_benchmarks.get(scenario)
         if bench is not None:

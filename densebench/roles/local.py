@@ -12,8 +12,8 @@ from ..errors import BuildFailed, InputError, OutOfMemory, Unavailable
 from ..measure import Context, Measurement, recompile_error
 from ..measure import measure as measure_one
 from ..records import Outcome, ScenarioOutcome, Status
-from ..resources import Resources, Runners
-from ..scenarios import scenario_key
+from ..resources import Resources, Runners, first_line, is_oom
+from ..scenarios import progress_batch, scenario_key
 from ..settings import Settings
 from .base import Measurer
 
@@ -82,22 +82,31 @@ class LocalRun(Measurer):
                          scenario: str) -> Measurement:
         """Serve ``optimization`` in ``scenario``: skipped when it or LoadGen cannot run here, failed when it
         cannot build; the per-query latencies become the benchmark's rounds."""
-        from ..scenarios.measure import measure_scenario  # LoadGen and the batcher: only for scenario runs
+        from ..scenarios import harness  # LoadGen and the batcher: only for scenario runs
+        from ..scenarios.measure import measure_scenario
 
-        batch_size = max(self.settings.batcher_max_batch or self.settings.batch_sizes)
-        if self.runners.current != optimization:
-            self.progress.stage(scenario_key(optimization, scenario), batch_size, "building")
+        batch_size = progress_batch(self.settings)
         try:
+            harness.loadgen()  # before building anything
+            if self.runners.current != optimization:
+                self.progress.stage(scenario_key(optimization, scenario), batch_size, "building")
             runner = self.runners.get(optimization, batch_size)
             info = measure_scenario(self.context, runner, scenario)
         except (Unavailable, OutOfMemory) as exc:
-            self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=Status.SKIPPED
-                                               if isinstance(exc, Unavailable) else Status.OOM, reason=str(exc)))
+            self._scenario_problem(optimization, scenario, Status.SKIPPED if isinstance(exc, Unavailable)
+                                   else Status.OOM, str(exc))
             pytest.skip(f"{optimization} [{scenario}]: {exc}")
         except BuildFailed as exc:
-            self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=Status.FAILED,
-                                               reason=str(exc)))
+            self._scenario_problem(optimization, scenario, Status.FAILED, str(exc))
             pytest.fail(str(exc), pytrace=False)
+        except Exception as exc:  # noted, so the run record and the isolated parent say what happened
+            if is_oom(exc):
+                self.resources.free_device_memory()
+                message = f"out of memory: {optimization} in the {scenario} scenario: {first_line(exc)}"
+                self._scenario_problem(optimization, scenario, Status.OOM, message)
+                pytest.skip(message)
+            self._scenario_problem(optimization, scenario, Status.FAILED, f"{type(exc).__name__}: {first_line(exc)}")
+            raise
         benchmark.group = f"scenario={scenario}"  # before the rounds: pytest-benchmark copies it then
         pb.record_rounds(benchmark, info["scenario"].pop("rounds_s"), f"densebench scenario {scenario}")
         benchmark.extra_info.update(info)
@@ -107,6 +116,10 @@ class LocalRun(Measurer):
         result = Measurement(benchmark.extra_info)
         self.note_scenario(result.scenario_outcome())
         return result
+
+    def _scenario_problem(self, optimization: str, scenario: str, status: Status, reason: str) -> None:
+        self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=status,
+                                           reason=reason))
 
     def finish(self) -> None:
         """Release the last runner (its memory is measured like the others')."""

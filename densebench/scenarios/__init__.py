@@ -6,6 +6,16 @@ benchmark per optimization, in the group ``scenario=<name>``. Importing this pac
 torch nor LoadGen.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+
+def progress_batch(settings: Any) -> int:
+    """The batch size progress lines show for every scenario benchmark of a run: the largest the batcher may
+    form (``--densebench-batcher-max-batch``, else the largest ``--densebench-batch-sizes``)."""
+    return max(settings.batcher_max_batch or settings.batch_sizes)
+
 
 def scenario_key(optimization: str, scenario: str) -> str:
     """How progress lines, the results store and ``densebench compare`` name a scenario benchmark:

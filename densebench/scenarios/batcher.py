@@ -137,6 +137,15 @@ class DynamicBatcher:
         self._loop()
         self.executor.drain()
 
+    def refuse_the_rest(self) -> None:
+        """After the batching loop was interrupted (Ctrl-C, an error): answer every request already queued and
+        still to come with NaN until :meth:`close`, so LoadGen finishes its test instead of waiting forever."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self.respond([(item, np.full(1, np.nan, dtype=np.float32))])
+
     def enqueue(self, requests: Sequence[Request]) -> None:
         for r in requests:
             self._queue.put(r)

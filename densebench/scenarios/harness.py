@@ -157,15 +157,9 @@ def read_detail(path: Path) -> dict[str, Any]:
     return values
 
 
-def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]], None]], DynamicBatcher],
-             samples: int, knobs: Knobs, log_dir: Path) -> Trial:
-    """Run one LoadGen test against a batcher built by ``batcher_for(respond)``; ``samples`` images in the QSL.
-
-    Raises Unavailable without LoadGen. Responses carry each sample's float32 logits (accuracy mode logs them).
-    """
-    lg = loadgen()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    latencies: list[float] = []
+def _responder(lg: Any, latencies: list[float]) -> Callable[[list[tuple[Request, np.ndarray]]], None]:
+    """``respond(pairs)``: each request's logits back to LoadGen (the buffers live until it returns, which
+    copies what its accuracy log needs), and each request's latency on densebench's clock into ``latencies``."""
     lock = threading.Lock()
 
     def respond(pairs: list[tuple[Request, np.ndarray]]) -> None:
@@ -177,7 +171,19 @@ def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]],
             latencies.extend(now - r.arrival_s for r, _ in pairs)
         lg.QuerySamplesComplete(responses)
 
-    batcher = batcher_for(respond)
+    return respond
+
+
+def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]], None]], DynamicBatcher],
+             samples: int, knobs: Knobs, log_dir: Path) -> Trial:
+    """Run one LoadGen test against a batcher built by ``batcher_for(respond)``; ``samples`` images in the QSL.
+
+    Raises Unavailable without LoadGen. Responses carry each sample's float32 logits (accuracy mode logs them).
+    """
+    lg = loadgen()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    latencies: list[float] = []
+    batcher = batcher_for(_responder(lg, latencies))
 
     def issue(query_samples: Any) -> None:
         now = time.perf_counter()
@@ -203,6 +209,9 @@ def run_test(batcher_for: Callable[[Callable[[list[tuple[Request, np.ndarray]]],
     driver.start()
     try:
         batcher.serve_here()
+    except BaseException:
+        batcher.refuse_the_rest()  # LoadGen still waits for answers: NaN until it ends the test
+        raise
     finally:
         driver.join()
         lg.DestroyQSL(qsl)

@@ -16,9 +16,10 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..measure import compile_count
 from ..optimizations import Runner
 from ..profiling import safe_name
 from ..records import BenchmarkRecord, Noise, ScenarioResult
-from . import harness, scenario_key
+from . import harness, progress_batch, scenario_key
 from .batcher import DynamicBatcher, Executor, SyncExecutor
 from .search import Search
 
@@ -45,6 +46,7 @@ class Served:
     images: Any  # CPU float32 (N, 3, H, W): the evaluation images, the query sample library
     service_s: dict[int, float]  # batch size -> one batch's service time alone (s)
     fixed: bool
+    images_run: int = 0  # images run in performance tests and capacity bursts (per-image telemetry)
 
     def pad_sizes(self, max_batch: int) -> list[int] | None:
         """Fixed-shape backends: the warmed sizes up to max_batch (a batch is padded to the next one)."""
@@ -62,6 +64,7 @@ class Served:
         for _ in range(batches):
             self.executor.submit(x, lambda out: None)
         self.executor.drain()
+        self.images_run += batches * max_batch
         return batches * max_batch / (time.perf_counter() - start)
 
 
@@ -170,15 +173,17 @@ class Plan:
     seed: int
     logs: Callable[[str], Path]  # test name -> LoadGen's log directory
     progress: Callable[[str], None] = lambda line: None
+    tests: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # numbers LoadGen's log directories
 
 
 def _test(served: Served, plan: Plan, max_batch: int) -> Callable[[harness.Knobs, str], harness.Trial]:
-    counter = iter(range(1, 10**6))
-
     def test(knobs: harness.Knobs, kind: str) -> harness.Trial:
-        name = f"{'accuracy' if knobs.accuracy else kind}-{next(counter):02d}"
-        return harness.run_test(lambda respond: served.batcher(respond, max_batch, plan.max_delay_s),
-                                len(served.images), knobs, plan.logs(name))
+        name = f"{next(plan.tests):02d}-{'accuracy' if knobs.accuracy else kind}"
+        trial = harness.run_test(lambda respond: served.batcher(respond, max_batch, plan.max_delay_s),
+                                 len(served.images), knobs, plan.logs(name))
+        if not knobs.accuracy:
+            served.images_run += images_served(trial)
+        return trial
 
     return test
 
@@ -264,7 +269,7 @@ def result_json(plan: Plan, served: Served, perf: dict[str, Any], trial: harness
 def plan_for(ctx: Any, runner: Runner, scenario: str) -> Plan:
     s = ctx.settings
     requested = tuple(s.batcher_max_batch) if s.batcher_max_batch else None
-    limit = max(requested or s.batch_sizes)
+    limit = progress_batch(s)
     batches = [1] if scenario == "singlestream" else [limit] if scenario == "offline" else list(requested or ())
     return Plan(scenario, batches, s.batcher_max_delay_ms / 1e3, s.latency_budget_ms, s.scenario_duration_ms,
                 s.server_search_s, s.seed,
@@ -286,7 +291,7 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
     sizes = warm_sizes(max(plan.max_batches or s.batch_sizes)) + list(plan.max_batches)
     start = time.perf_counter()
     with runner.activated():
-        ctx.stage(scenario_key(runner.name, scenario), max(sizes), "warming up the batcher's sizes")
+        ctx.stage(scenario_key(runner.name, scenario), progress_batch(s), "warming up the batcher's sizes")
         servings = [serve(runner, images, sizes, s.inflight, res.device, min(s.warmup, 2))]
         if scenario == "server" and runner.backed.serve is not None and s.inflight is None:
             # The asynchronous executor's streams split the cores, which a light load pays for in latency: the
@@ -300,7 +305,7 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
             compiles = compile_count() - compiles
         accuracy = None
         if knobs is not None:
-            ctx.stage(scenario_key(runner.name, scenario), max(sizes), "LoadGen accuracy mode")
+            ctx.stage(scenario_key(runner.name, scenario), progress_batch(s), "LoadGen accuracy mode")
             knobs.accuracy, knobs.min_query_count, knobs.min_duration_ms, knobs.max_duration_ms = True, 1, 0, 0
             batch = perf["batcher"]["max_batch"]
             accuracy = _test(served, plan, batch)(knobs, "accuracy")
@@ -308,8 +313,9 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
         {"passed": False, "failures": ["no accuracy run"], "samples": len(images)}
     result = result_json(plan, served, perf, trial, accuracy)
     rounds = (trial.latencies_s if scenario != "offline" else served_batches(trial)) if trial else []
+    images_run = sum(one.images_run for one in servings) or None  # everything the telemetry window saw
     info = record(runner, perf["batcher"]["max_batch"], s.image_size, str(res.device), _device_name(res.device),
-                  rounds, parity, monitor.result(1, images_served(trial) or None), seen.result(), result,
+                  rounds, parity, monitor.result(1, images_run), seen.result(), result,
                   {"warmup_s": warmup_s, "warmup_iterations": min(s.warmup, 2), "recompiles": compiles,
                    "weights": res.weights.source, "dataset": res.data.info.source})
     info["scenario"]["rounds_s"] = rounds

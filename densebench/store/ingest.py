@@ -103,7 +103,8 @@ def metric_values(bench: dict[str, Any], record: Any) -> dict[str, float]:
     info, stats = bench["extra_info"], bench.get("stats") or {}
     parity = info.get("parity") or {}
     cpu_s = (info.get("cpu") or {}).get("process_cpu_s")
-    images = stats.get("rounds", 0) * stats.get("iterations", 1) * record.batch_size
+    # a scenario's rounds are queries (offline: batches of any size): no images-per-round figure
+    images = 0 if record.scenario else stats.get("rounds", 0) * stats.get("iterations", 1) * record.batch_size
     values = {"throughput_samples_per_s": record.throughput, "latency_p50_ms": record.p50_ms,
               "latency_p99_ms": record.p99_ms, "peak_memory_mb": record.peak_memory_mb,
               "energy_per_image_j": record.energy_per_image_j,
@@ -159,7 +160,8 @@ def _insert_benchmarks(conn: Connection, run_id: int, doc: dict[str, Any], sourc
     for record in records_from(doc, source):
         bench = raw[(record.key, record.batch_size)]
         info = bench["extra_info"]
-        config_id = _configuration_id(conn, record.key, record.batch_size)
+        # A serving scenario's series has no batch size (batch_size 0): its batcher's max batch is a search result.
+        config_id = _configuration_id(conn, record.key, 0 if record.scenario else record.batch_size)
         bench_id = conn.execute(schema.benchmarks.insert().values(
             run_id=run_id, configuration_id=config_id, image_size=info.get("image_size"),
             precision=record.precision, parity_passed=record.parity_passed,

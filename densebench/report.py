@@ -490,28 +490,43 @@ def plots(records: list[Record], out: Path) -> dict[str, Path]:
     return figures.made if batch or served else {}
 
 
+def _setting_label(setting: dict[str, Any]) -> str:
+    """'async x2, max 8' / 'sync, max 1': a server search setting in a legend."""
+    how = f"async x{setting.get('in_flight')}" if (setting.get("in_flight") or 1) > 1 else "sync"
+    return f"{how}, max {setting.get('max_batch')}"
+
+
 def _plot_server_curve(f: _Figures, records: list[Record]) -> None:
-    """p99 (solid) and p50 (dotted) latency vs achieved rate of every server test, per optimization; filled
-    markers: LoadGen VALID; the dashed line is the budget."""
-    fig, axes = f.grid("Server: latency vs achieved rate (Poisson arrivals, MLPerf LoadGen)")
+    """p99 latency vs achieved rate of every server test, one line per optimization x batcher setting (colour:
+    optimization; line style: setting); filled markers: LoadGen VALID; the dashed line is the budget."""
+    from matplotlib import ticker  # optional: the report extra
+
+    fig, axes = f.grid("Server: p99 latency vs achieved rate (Poisson arrivals, MLPerf LoadGen)")
+    styles = ("-", "--", "-.", ":")
     for ax, label in zip(axes, f.labels, strict=True):
         budgets = set()
         for r in (r for r in records if r.run.label == label):
             search = r.scenario["server_search"]
             budgets.add(search.get("latency_budget_ms"))
-            points = sorted((p for p in search["points"] if p.get("achieved_qps") and p.get("p99_ms")),
-                            key=lambda p: p["achieved_qps"])
-            xs = [p["achieved_qps"] for p in points]
-            color, marker = f.color[r.optimization], f.marker[r.optimization]
-            ax.plot(xs, [p["p99_ms"] for p in points], "-", color=color, label=f"{r.optimization} p99")
-            ax.plot(xs, [p["p50_ms"] for p in points], ":", color=color, label=f"{r.optimization} p50")
-            for p in points:
-                ax.plot(p["achieved_qps"], p["p99_ms"], marker, color=color,
-                        fillstyle="full" if p.get("valid") else "none")
+            groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for p in search["points"]:
+                if p.get("achieved_qps") and p.get("p99_ms"):
+                    groups[_setting_label(p.get("batcher") or {})].append(p)
+            for i, (setting, points) in enumerate(sorted(groups.items())):
+                points.sort(key=lambda p: p["achieved_qps"])
+                color, marker = f.color[r.optimization], f.marker[r.optimization]
+                ax.plot([p["achieved_qps"] for p in points], [p["p99_ms"] for p in points], styles[i % 4],
+                        color=color, label=f"{r.optimization} ({setting})")
+                for p in points:
+                    ax.plot(p["achieved_qps"], p["p99_ms"], marker, color=color,
+                            fillstyle="full" if p.get("valid") else "none")
         for budget in sorted(b for b in budgets if b):
             ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
-        _label_axes(ax, label, "achieved rate (queries / s)", "latency (ms, log)")
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        _label_axes(ax, label, "achieved rate (queries / s)", "p99 latency (ms, log)")
     f.save(fig, "server_curve")
 
 
@@ -603,8 +618,9 @@ def write(records: list[Record], out: Path, latency_budget_ms: float | None = No
                           ("latency", "Latency p50 and p99 per batch"),
                           ("memory_tradeoff", "Peak memory vs throughput"),
                           ("energy", "Energy per image"),
-                          ("server_curve", "Server scenario: p99 (solid) and p50 (dotted) latency vs achieved rate; "
-                                           "filled: LoadGen VALID; dashed: the p99 budget")):
+                          ("server_curve", "Server scenario: p99 latency vs achieved rate of every test of the "
+                                           "search, per optimization and batcher setting; filled: LoadGen VALID; "
+                                           "dashed: the p99 budget")):
         if name in images:
             doc.add("img", (images[name].name, caption))
     if "energy" not in images and batch_records(records):

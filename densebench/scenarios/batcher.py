@@ -190,10 +190,12 @@ class DynamicBatcher:
     def _run(self, batch: list[Request]) -> None:
         try:
             self._submit(batch)
-        except Exception as exc:  # answered with NaN so LoadGen finishes; the error is in the batch log
+        except BaseException as exc:  # answered with NaN so LoadGen finishes; the error is in the batch log
             with self._lock:
                 self.log.errors.append(f"{type(exc).__name__}: {exc}")
             self.respond([(r, np.full(1, np.nan, dtype=np.float32)) for r in batch])
+            if not isinstance(exc, Exception):  # Ctrl-C and the like go on once this batch is answered
+                raise
 
     def _submit(self, batch: list[Request]) -> None:
         n = len(batch)

@@ -27,7 +27,7 @@ def test_three_runs_give_three_points(store_url: str, tmp_path: Path, capsys: py
     out = tmp_path / "out"
     for _ in range(3):
         proc = densebench("run", "-o", str(out), *fast, "--densebench-optimizations=baseline",
-                          "--densebench-batch-sizes=1", "--densebench-isolate=false",
+                          "--densebench-batch-sizes=1", "--densebench-isolate=false", "--densebench-scenarios=batch",
                           f"--densebench-store={store_url}", cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
         assert "densebench: results store " in proc.stdout and ": 1 benchmark(s)" in proc.stdout, proc.stdout[-3000:]

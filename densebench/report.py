@@ -114,7 +114,7 @@ def records_from(doc: dict[str, Any], path: Path, label: str | None = None) -> l
             continue
         scenario = info.get("scenario")
         if scenario:  # LoadGen's own latency (scheduled issue to completion), not densebench's clock
-            lat = {key: value for key, value in (scenario.get("latency_ms") or {}).items()}
+            lat = scenario.get("latency_ms") or {}
         out.append(Record(run, info["optimization"], int(info["batch_size"]), float(throughput), lat.get("p50"),
                           lat.get("p99"), peak_memory_mb(info), _energy(info), info.get("precision"),
                           bool((info.get("parity") or {}).get("passed", True)), info.get("setup_s"),

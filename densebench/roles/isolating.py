@@ -7,6 +7,7 @@ child that died into outcomes (crashed, timeout, oom) for the batch sizes it did
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,45 +57,38 @@ class IsolatingParent(Measurer):
                 batch_size: int) -> Measurement:
         """What the child measured at ``batch_size``; its skip or failure; or how it died."""
         child = self._child(request, optimization, batch_size)
+        return self._result(benchmark, child, child.benchmarks.get(batch_size), child.outcomes.get(batch_size),
+                            {"optimization": optimization, "batch_size": batch_size},
+                            lambda status, message: self.note(Outcome(optimization=optimization, batch_size=batch_size,
+                                                                      status=status, reason=message)))
+
+    def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
+                         scenario: str) -> Measurement:
+        """What the child measured in ``scenario``; its skip or failure; or how it died."""
+        child = self._child(request, optimization, progress_batch(self.settings))
+        return self._result(benchmark, child, child.scenario_benchmarks.get(scenario), child.scenarios.get(scenario),
+                            {"optimization": optimization},
+                            lambda status, message: self.note_scenario(ScenarioOutcome(
+                                optimization=optimization, scenario=scenario, status=status, reason=message)))
+
+    def _result(self, benchmark: Any, child: isolate.ChildRun, bench: dict[str, Any] | None,
+                outcome: dict[str, Any] | None, what: dict[str, Any],
+                note: Callable[[Status, str], None]) -> Measurement:
+        """One test's result from its child: the benchmark it journaled (adopted); its skip or failure; or, when
+        the child died before it, how it died (``note(status, message)`` records that)."""
         pb.mark_used(benchmark, "isolated: measured in a child process")
-        bench = child.benchmarks.get(batch_size)
         if bench is not None:
             self.adopt([WorkerBenchmark(bench)])
             return Measurement(bench["extra_info"])
-        outcome = child.outcomes.get(batch_size)
         if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
             pytest.skip(outcome["reason"])
         if outcome is not None and outcome["status"] in (Status.FAILED, Status.PARITY_FAILED):
             pytest.fail(outcome["reason"], pytrace=False)
         if outcome is not None and outcome["status"] == Status.MEASURED:
             # --benchmark-disable: the child ran the step once, untimed, and checked parity; nothing to save
-            return Measurement({"optimization": optimization, "batch_size": batch_size,
-                                "parity": {"passed": True, "failures": []}})
+            return Measurement({**what, "parity": {"passed": True, "failures": []}})
         status, message = child.failure()
-        self.note(Outcome(optimization=optimization, batch_size=batch_size, status=status, reason=message))
-        if status == Status.OOM:
-            pytest.skip(message)
-        pytest.fail(message, pytrace=False)
-
-    def measure_scenario(self, request: pytest.FixtureRequest, benchmark: Any, optimization: str,
-                         scenario: str) -> Measurement:
-        """What the child measured in ``scenario``; its skip or failure; or how it died."""
-        child = self._child(request, optimization, progress_batch(self.settings))
-        pb.mark_used(benchmark, "isolated: measured in a child process")
-        bench = child.scenario_benchmarks.get(scenario)
-        if bench is not None:
-            self.adopt([WorkerBenchmark(bench)])
-            return Measurement(bench["extra_info"])
-        outcome = child.scenarios.get(scenario)
-        if outcome is not None and outcome["status"] in (Status.SKIPPED, Status.OOM):
-            pytest.skip(outcome["reason"])
-        if outcome is not None and outcome["status"] in (Status.FAILED, Status.PARITY_FAILED):
-            pytest.fail(outcome["reason"], pytrace=False)
-        if outcome is not None and outcome["status"] == Status.MEASURED:  # --benchmark-disable: nothing saved
-            return Measurement({"optimization": optimization, "parity": {"passed": True, "failures": []}})
-        status, message = child.failure()
-        self.note_scenario(ScenarioOutcome(optimization=optimization, scenario=scenario, status=status,
-                                           reason=message))
+        note(status, message)
         if status == Status.OOM:
             pytest.skip(message)
         pytest.fail(message, pytrace=False)

@@ -1,14 +1,15 @@
 """The dynamic batcher in front of a runner, and the executors that run its batches.
 
-Requests (one image each) arrive on LoadGen's issue thread and wait in a queue. One batcher
-thread takes the first waiting request, then keeps taking requests until the batch holds
-``max_batch`` images or ``max_delay_s`` has passed since that first request arrived
+Requests (one image each) arrive on LoadGen's issue thread and wait in a queue. The batching
+loop, in the thread that serves (:meth:`DynamicBatcher.serve_here`: the main thread), takes the
+first waiting request, then keeps taking requests until the batch holds ``max_batch`` images or
+``max_delay_s`` has passed since that first request arrived
 (``max_delay_s = 0``: whatever is already queued — greedy dynamic batching, as Triton's
 dynamic batcher does with no queue delay). The images are collated from the
 preprocessed evaluation tensor (``runner.prepare`` on the gathered rows: the host-side
 collation and copy a server does per batch) and handed to an executor:
 
-* :class:`SyncExecutor` runs the runner in the batcher thread: one batch in flight;
+* :class:`SyncExecutor` runs the runner in the batching loop: one batch in flight;
 * a backend's asynchronous executor (``Backed.serve``, e.g. OpenVINO's ``AsyncInferQueue``)
   keeps several batches in flight and calls back when each finishes.
 
@@ -117,15 +118,9 @@ class DynamicBatcher:
         self.pad_sizes = sorted(pad_sizes) if pad_sizes else None
         self.log = BatchLog()
         self._queue: queue.Queue[Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="densebench-batcher", daemon=True)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ LoadGen's side
-
-    def start(self) -> DynamicBatcher:
-        """Batch in a thread of its own (tests). Serving the model uses :meth:`serve_here` instead."""
-        self._thread.start()
-        return self
 
     def serve_here(self) -> None:
         """Batch in the calling thread until :meth:`close` is called (from another thread), then drain.
@@ -154,13 +149,8 @@ class DynamicBatcher:
         """No more requests: the batching loop ends once what is queued has been batched."""
         self._queue.put(None)
 
-    def stop(self) -> None:
-        """Finish what is queued and in flight, then end the thread started by :meth:`start`."""
-        self.close()
-        self._thread.join()
-        self.executor.drain()
 
-    # ------------------------------------------------------------ the batcher thread
+    # ------------------------------------------------------------ the batching loop
 
     def _loop(self) -> None:
         while True:

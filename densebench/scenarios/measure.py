@@ -29,6 +29,7 @@ from ..measure import compile_count
 from ..optimizations import Runner
 from ..profiling import safe_name
 from ..records import BenchmarkRecord, Noise, ScenarioResult
+from ..resources import device_name
 from . import harness, progress_batch, scenario_key
 from .batcher import DynamicBatcher, Executor, SyncExecutor
 from .search import Search
@@ -102,11 +103,9 @@ def serve(runner: Runner, images: Any, sizes: list[int], in_flight: int | None, 
     return Served(runner, executor, images, service, bool(runner.backed.fixed_shapes))
 
 
-def server_settings(served: Served, budget_ms: float, requested: tuple[int, ...] | None) -> list[int]:
-    """Max batch sizes to search, largest first: the requested ones, or (auto) the largest warmed size whose
-    batch is served within half the budget (a request may wait for one batch ahead of it) and 1."""
-    if requested:
-        return sorted(set(requested), reverse=True)
+def server_settings(served: Served, budget_ms: float) -> list[int]:
+    """Max batch sizes to search when none were asked for, largest first: the largest warmed size whose batch is
+    served within half the budget (a request may wait for one batch ahead of it), and 1."""
     fits = [n for n, t in served.service_s.items() if t * 1e3 <= budget_ms / 2]
     return sorted({max(fits, default=1), 1}, reverse=True)
 
@@ -156,9 +155,6 @@ def record(runner: Runner, batch_size: int, image_size: int, device: str, device
     return rec.to_json()
 
 
-def noise_of(seen: noise.Interference) -> dict[str, Any]:
-    return seen.result()
-
 
 @dataclass
 class Plan:
@@ -205,7 +201,7 @@ def performance(servings: list[Served], plan: Plan) -> tuple[dict[str, Any], har
         budget = plan.budget_ms or DEFAULT_SERVER_BUDGET_MS
         search = Search(budget, plan.search_s, seed=plan.seed, progress=plan.progress)
         candidates = [(_setting(one, plan, m), one.capacity(m), _test(one, plan, m), one) for one in servings
-                      for m in (plan.max_batches or server_settings(one, budget, None))]
+                      for m in (plan.max_batches or server_settings(one, budget))]
         candidates.sort(key=lambda c: -c[1])
         found = search.run([c[:3] for c in candidates])
         setting, _, _, served = next((c for c in candidates if c[0] is found.best_setting), candidates[0])
@@ -312,9 +308,9 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
     parity = score_accuracy(accuracy, res.baseline_logits, labels, res.thresholds, None) if accuracy else \
         {"passed": False, "failures": ["no accuracy run"], "samples": len(images)}
     result = result_json(plan, served, perf, trial, accuracy)
-    rounds = (trial.latencies_s if scenario != "offline" else served_batches(trial)) if trial else []
+    rounds = (trial.latencies_s if scenario != "offline" else list(trial.service_s)) if trial else []
     images_run = sum(one.images_run for one in servings) or None  # everything the telemetry window saw
-    info = record(runner, perf["batcher"]["max_batch"], s.image_size, str(res.device), _device_name(res.device),
+    info = record(runner, perf["batcher"]["max_batch"], s.image_size, str(res.device), device_name(res.device),
                   rounds, parity, monitor.result(1, images_run), seen.result(), result,
                   {"warmup_s": warmup_s, "warmup_iterations": min(s.warmup, 2), "recompiles": compiles,
                    "weights": res.weights.source, "dataset": res.data.info.source})
@@ -322,16 +318,6 @@ def measure_scenario(ctx: Any, runner: Runner, scenario: str) -> dict[str, Any]:
     return info
 
 
-def served_batches(trial: harness.Trial) -> list[float]:
-    return list(trial.service_s)
-
-
 def images_served(trial: harness.Trial | None) -> int:
     batches = (trial.batches if trial else None) or {}
     return round((batches.get("batches") or 0) * (batches.get("mean_batch_size") or 0))
-
-
-def _device_name(device: Any) -> str:
-    from ..resources import device_name
-
-    return device_name(device)

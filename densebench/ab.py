@@ -33,7 +33,7 @@ from .errors import ABError
 from .settings import OPTIONS_BY_KEY
 
 WORKER = Path(__file__).with_name("ab_worker.py")
-SIDE_KEYS = ("python", "checkout", "optimization", "batch_size")
+SIDE_KEYS = ("python", "checkout", "optimization", "batch_size", "threads")
 DEFAULTS = {"optimization": "baseline", "batch_size": "1"}
 # Settings that may differ without changing what is measured (each side writes its own output).
 IGNORED = ("output", "journal", "optimizations", "batch_sizes")
@@ -49,6 +49,7 @@ class SideSpec:
     settings: dict[str, str] = field(default_factory=dict)
     optimization: str = "baseline"
     batch_size: int = 1
+    threads: int | None = None  # torch intra-op threads in the worker (None: torch's default, one per core)
 
 
 def parse_pairs(items: list[str], where: str) -> dict[str, str]:
@@ -72,13 +73,21 @@ def make_sides(common: dict[str, str], a: dict[str, str], b: dict[str, str]) -> 
         checkout = Path(raw.pop("checkout")).resolve() if raw.get("checkout") else None
         if checkout is not None and not (checkout / "densebench").is_dir():
             raise ABError(f"side {name}: checkout {checkout} has no densebench/ package")
-        try:
-            batch_size = int(raw.pop("batch_size"))
-        except ValueError:
-            raise ABError(f"side {name}: batch_size must be a positive integer") from None
+        batch_size = _positive(raw.pop("batch_size"), f"side {name}: batch_size")
+        threads = _positive(raw.pop("threads"), f"side {name}: threads") if raw.get("threads") else None
         sides.append(SideSpec(name, raw.pop("python", sys.executable), checkout, raw, raw.pop("optimization"),
-                              batch_size))
+                              batch_size, threads))
     return sides[0], sides[1]
+
+
+def _positive(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ABError(f"{what} must be a positive integer, got {text!r}")
+    return value
 
 
 class Worker:
@@ -120,7 +129,7 @@ class Worker:
     def setup(self) -> dict[str, Any]:
         settings = {**self.spec.settings, "output": str(self.output)}
         return self.ask({"cmd": "setup", "settings": settings, "optimization": self.spec.optimization,
-                         "batch_size": self.spec.batch_size})["info"]
+                         "batch_size": self.spec.batch_size, "threads": self.spec.threads})["info"]
 
     def rounds(self, n: int) -> list[float]:
         return [float(t) for t in self.ask({"cmd": "rounds", "n": n})["times"]]
@@ -161,8 +170,8 @@ def differences(info_a: dict[str, Any], info_b: dict[str, Any], varied: set[str]
     for key in sorted(set(sa) & set(sb)):
         if key not in varied and key not in IGNORED and sa[key] != sb[key]:
             out.append(f"{key}: {sa[key]!r} vs {sb[key]!r}")
-    for key in ("weights", "dataset", "optimization", "batch_size"):
-        if key not in varied and info_a[key] != info_b[key]:
+    for key in ("weights", "dataset", "optimization", "batch_size", "threads"):
+        if key not in varied and info_a.get(key) != info_b.get(key):
             out.append(f"{key}: {info_a[key]!r} vs {info_b[key]!r}")
     if "weights" not in varied and "seed" not in varied and info_a["model_digest"] != info_b["model_digest"]:
         out.append(f"model weights digest: {info_a['model_digest']} vs {info_b['model_digest']}")
@@ -179,10 +188,12 @@ def package_changes(info_a: dict[str, Any], info_b: dict[str, Any]) -> list[str]
     return out
 
 
-def measure_pairs(wa: Worker, wb: Worker, pairs: int, per_turn: int,
-                  device: Any) -> tuple[list[float], list[float], dict[str, list[float]], dict]:
-    """``pairs`` ABBA-interleaved turns of ``per_turn`` rounds; (A's and B's fastest round per turn,
-    every round of each side {"a": [...], "b": [...]}, interference seen in the window)."""
+def measure_pairs(wa: Worker, wb: Worker, pairs: int, per_turn: int, device: Any, max_pairs: int | None = None,
+                  enough: Callable[[list[float], list[float]], bool] | None = None,
+                  ) -> tuple[list[float], list[float], dict[str, list[float]], dict]:
+    """``pairs`` ABBA-interleaved turns of ``per_turn`` rounds, then more up to ``max_pairs`` while
+    ``enough`` says no (:func:`paired.interleave`); (A's and B's fastest round per turn, every round of
+    each side {"a": [...], "b": [...]}, interference seen in the window)."""
     every: dict[str, list[float]] = {"a": [], "b": []}
 
     def recorded(worker: Worker, side: str) -> Callable[[int], list[float]]:
@@ -194,7 +205,8 @@ def measure_pairs(wa: Worker, wb: Worker, pairs: int, per_turn: int,
         return run
 
     with noise.Interference(device) as seen:
-        a, b = paired.interleave(recorded(wa, "a"), recorded(wb, "b"), pairs, per_turn)
+        a, b = paired.interleave(recorded(wa, "a"), recorded(wb, "b"), pairs, per_turn, max_pairs=max_pairs,
+                                 enough=enough)
     return a, b, every, seen.result()
 
 
@@ -208,7 +220,8 @@ def side_json(info: dict[str, Any], spec: SideSpec, times: list[float], interfer
              "throughput_samples_per_s": bs / stats["median"], "build_s": info["build_s"],
              "ab_side": {"name": spec.name, "python": info["python"], "prefix": info["prefix"],
                          "checkout": str(spec.checkout) if spec.checkout else None,
-                         "densebench": info["densebench"], "settings": spec.settings},
+                         "densebench": info["densebench"], "settings": spec.settings,
+                         "threads": info.get("threads")},
              "noise": {"cv": paired.cv(times), **interference}}
     return {"machine_info": {"node": os.uname().nodename, **info["machine_info"]}, "commit_info": {},
             "benchmarks": [{"group": f"batch_size={bs}", "name": name, "fullname": f"densebench ab::{name}",
@@ -227,10 +240,14 @@ def verdict(result: paired.PairedRatio, threshold: float) -> str:
 
 
 def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, seed: int,
-        say: Callable[[str], None] = print, per_turn: int = 2) -> tuple[dict[str, Any], int]:
-    """Measure A and B interleaved; write a.json, b.json and ab.json under ``output``; (verdict doc, exit)."""
+        say: Callable[[str], None] = print, per_turn: int = 2, max_pairs: int | None = None,
+        ) -> tuple[dict[str, Any], int]:
+    """Measure A and B interleaved; write a.json, b.json and ab.json under ``output``; (verdict doc, exit).
+
+    ``pairs`` pairs run first; while the CI still reaches over an edge of ``[1 - threshold, 1 + threshold]``
+    (the verdict could still change), more follow in blocks of :data:`paired.BLOCK`, up to ``max_pairs``."""
     varied = {k for k in set(a.settings) | set(b.settings) if a.settings.get(k) != b.settings.get(k)}
-    varied |= {k for k in ("optimization", "batch_size") if getattr(a, k) != getattr(b, k)}
+    varied |= {k for k in ("optimization", "batch_size", "threads") if getattr(a, k) != getattr(b, k)}
     with workers(a, b, output) as (wa, wb):
         say("densebench ab: building both sides (once)")
         info_a, info_b = wa.setup(), wb.setup()
@@ -238,9 +255,12 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
         if problems:
             raise ABError("the sides differ in more than what was varied; refusing to compare:\n  "
                           + "\n  ".join(problems))
-        say(f"densebench ab: {pairs} pairs of turns ({per_turn} rounds each, the fastest counts), ABBA-interleaved")
+        more = f", up to {max_pairs} until decided" if max_pairs and max_pairs > pairs else ""
+        say(f"densebench ab: {pairs} pairs of turns{more} ({per_turn} rounds each, the fastest counts), "
+            "ABBA-interleaved")
         device = SimpleNamespace(type=info_a["device"].split(":")[0])
-        ta, tb, every, seen = measure_pairs(wa, wb, pairs, per_turn, device)
+        ta, tb, every, seen = measure_pairs(wa, wb, pairs, per_turn, device, max_pairs,
+                                            paired.until_decided(threshold, seed))
     result = paired.paired_ratio(tb, ta, seed=seed)
     doc = {"ratio_b_over_a": result.to_json(), "threshold": threshold, "verdict": verdict(result, threshold),
            "half_width": result.half_width, "varied": sorted(varied),

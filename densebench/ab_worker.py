@@ -7,9 +7,11 @@ on the original stdout (anything the code under test prints goes to stderr inste
 
 Requests and replies (times in seconds):
 
-* ``{"cmd": "setup", "settings": {...}, "optimization": NAME, "batch_size": N}`` -> ``{"ok": true,
-  "info": {...}}``: builds the optimization, prepares the input, runs the warm-up; ``info`` holds
-  the device, the resolved settings, weights, dataset, python, packages and machine info;
+* ``{"cmd": "setup", "settings": {...}, "optimization": NAME, "batch_size": N, "threads": T}`` ->
+  ``{"ok": true, "info": {...}}``: sets torch's intra-op threads to T (when not null; ONNX Runtime and
+  OpenVINO follow torch's count), builds the optimization, prepares the input, runs the warm-up;
+  ``info`` holds the device, the resolved settings, threads, weights, dataset, python, packages and
+  machine info;
 * ``{"cmd": "rounds", "n": K}`` -> ``{"ok": true, "times": [t1, ...]}``: K timed rounds back to back
   (each one synchronized forward pass, ``time.perf_counter`` around it, garbage collector off);
 * ``{"cmd": "quit"}`` ends the process. A failure replies ``{"ok": false, "error": TEXT}``.
@@ -33,12 +35,16 @@ class Side:
     """The built optimization of one side and its prepared input."""
 
     def __init__(self, request: dict[str, Any]):
+        import torch
+
         from densebench.optimizations import build_runner  # the side's own densebench
         from densebench.resources import Resources, device_name
         from densebench.settings import Settings
         from densebench.telemetry import machine_info
         from densebench.timing import make_step
 
+        if request.get("threads"):
+            torch.set_num_threads(int(request["threads"]))
         settings = Settings.from_mapping(request.get("settings") or {})
         res = Resources(settings)
         res.prepare()
@@ -53,6 +59,7 @@ class Side:
             "device": str(res.device), "device_name": device_name(res.device), "settings": settings.as_dict(),
             "weights": res.weights.source, "dataset": res.data.info.source, "model_digest": res.model_digest,
             "optimization": self.runner.name, "batch_size": batch_size, "precision": self.runner.precision,
+            "threads": torch.get_num_threads(),
             "python": sys.executable, "prefix": sys.prefix,
             "densebench": os.path.dirname(sys.modules["densebench"].__file__ or ""),
             "packages": _packages(),

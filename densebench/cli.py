@@ -156,7 +156,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         a, b = ab.make_sides(ab.parse_pairs(args.set, "--set"), ab.parse_pairs(args.a, "--a"),
                              ab.parse_pairs(args.b, "--b"))
         doc, code = ab.run(a, b, Path(args.output), args.pairs, args.threshold, args.seed,
-                           per_turn=args.rounds_per_turn)
+                           per_turn=args.rounds_per_turn, max_pairs=args.max_pairs)
     except ABError as exc:
         print(f"densebench ab: {exc}", file=sys.stderr)
         return 2
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     abp.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="side B, as --a")
     abp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for both sides")
     abp.add_argument("--pairs", type=int, default=30, help="pairs of turns, ABBA order (default 30)")
+    abp.add_argument("--max-pairs", type=int, default=90,
+                     help="while the CI still reaches over an edge of 1 +- threshold, more pairs (blocks of 10) "
+                          "up to this many (default 90; at or below --pairs: a fixed count)")
     abp.add_argument("--rounds-per-turn", type=int, default=2,
                      help="rounds per side per turn, the fastest counts (default 2)")
     abp.add_argument("--threshold", type=_fraction, default=0.05, help="e.g. 5%% (default 5%%)")

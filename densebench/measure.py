@@ -221,7 +221,8 @@ def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, 
     ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
     try:
         ratio = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size), res.device,
-                                             s.paired_rounds, s.warmup, s.seed)
+                                             s.paired_rounds, s.warmup, s.seed, s.paired_max_rounds,
+                                             s.paired_target_ci)
     except Exception as exc:
         if not is_oom(exc):
             raise

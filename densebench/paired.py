@@ -43,6 +43,7 @@ from scipy import stats
 
 from . import timing
 
+BLOCK = 10  # pairs added per step of sequential stopping (even: ABBA stays balanced)
 METHOD = "median of paired ratios, ABBA-interleaved turns (fastest round of each), percentile bootstrap CI"
 
 
@@ -105,20 +106,32 @@ def abba_order(pairs: int) -> list[tuple[str, str]]:
 
 
 def interleave(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[float]], pairs: int,
-               per_turn: int = 1) -> tuple[list[float], list[float]]:
+               per_turn: int = 1, *, max_pairs: int | None = None,
+               enough: Callable[[list[float], list[float]], bool] | None = None) -> tuple[list[float], list[float]]:
     """Run ``pairs`` pairs of turns in ABBA order; ``run_x(k)`` runs k rounds back to back and returns
     their seconds; a turn is ``per_turn`` rounds and counts its fastest.
 
-    Returns (a_times, b_times), both ``pairs`` long and aligned: entry ``i`` of each is pair ``i``."""
+    Sequential stopping: with ``enough`` and a ``max_pairs`` above ``pairs``, ``enough(a_times, b_times)``
+    is asked after the first ``pairs`` pairs and after each further block of ``BLOCK`` pairs (even, so
+    the ABBA order stays balanced), until it says True or ``max_pairs`` pairs ran.
+
+    Returns (a_times, b_times), aligned: entry ``i`` of each is pair ``i``. Raises ValueError when
+    ``pairs`` or ``per_turn`` is below 1."""
     if pairs < 1 or per_turn < 1:
         raise ValueError(f"pairs and per_turn must be >= 1, got {pairs} and {per_turn}")
     run = {"a": run_a, "b": run_b}
-    a_times, b_times = [], []
-    for first, second in abba_order(pairs):
-        got = {first: min(run[first](per_turn)), second: min(run[second](per_turn))}
-        a_times.append(got["a"])
-        b_times.append(got["b"])
-    return a_times, b_times
+    limit = max(pairs, max_pairs or pairs)
+    a_times: list[float] = []
+    b_times: list[float] = []
+    target = pairs
+    while True:
+        for first, second in abba_order(target)[len(a_times):]:
+            got = {first: min(run[first](per_turn)), second: min(run[second](per_turn))}
+            a_times.append(got["a"])
+            b_times.append(got["b"])
+        if enough is None or target >= limit or enough(a_times, b_times):
+            return a_times, b_times
+        target = min(limit, target + BLOCK)
 
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
@@ -162,6 +175,24 @@ def sequential_ratio(numerator: Sequence[float], denominator: Sequence[float], c
                        confidence)
 
 
+def until_half_width(target: float, seed: int | None = 0) -> Callable[[list[float], list[float]], bool]:
+    """A stopping rule for :func:`interleave`: enough once the paired ratio's CI half-width (relative to
+    the ratio, see :attr:`PairedRatio.half_width`) is at most ``target`` (0.03 = +-3%)."""
+    return lambda a, b: paired_ratio(b, a, seed=seed).half_width <= target
+
+
+def until_decided(threshold: float, seed: int | None = 0) -> Callable[[list[float], list[float]], bool]:
+    """A stopping rule for :func:`interleave`: enough once the CI of B/A reaches over neither edge of
+    ``[1 - threshold, 1 + threshold]``, i.e. the gate's verdict (regression, improvement, or a change
+    smaller than the threshold) no longer depends on more pairs."""
+
+    def decided(a: list[float], b: list[float]) -> bool:
+        r = paired_ratio(b, a, seed=seed)
+        return not any(r.ci_low <= edge <= r.ci_high for edge in (1 - threshold, 1 + threshold))
+
+    return decided
+
+
 def cv(times: Sequence[float]) -> float | None:
     """Coefficient of variation (standard deviation / mean) of round times; None below 2 rounds."""
     if len(times) < 2:
@@ -185,8 +216,11 @@ def _timed_rounds(runner: Any, step: Callable[[], Any]) -> Callable[[int], list[
 
 
 def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any, pairs: int, warmup: int,
-                          seed: int = 0) -> PairedRatio:
-    """The candidate's speedup over the baseline, both runners alive, ``pairs`` ABBA-interleaved rounds.
+                          seed: int = 0, max_pairs: int | None = None,
+                          target_half_width: float | None = None) -> PairedRatio:
+    """The candidate's speedup over the baseline, both runners alive, ``pairs`` ABBA-interleaved rounds;
+    with ``target_half_width`` (e.g. 0.03) more pairs follow, up to ``max_pairs``, until the CI's
+    half-width relative to the ratio is at most that (sequential stopping, :func:`interleave`).
 
     ``batch`` is the CPU float32 NCHW batch both prepare for themselves (untimed); each side gets
     ``warmup`` untimed passes first. Each round is one synchronized forward pass (``timing.Step``),
@@ -205,7 +239,9 @@ def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any
     gc.collect()
     gc.disable()
     try:
-        base_times, cand_times = interleave(steps[0], steps[1], pairs, per_turn=1 if slowest > 1.0 else 2)
+        enough = until_half_width(target_half_width, seed) if target_half_width else None
+        base_times, cand_times = interleave(steps[0], steps[1], pairs, per_turn=1 if slowest > 1.0 else 2,
+                                            max_pairs=max_pairs, enough=enough)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -81,11 +81,14 @@ def _integer(minimum: int, why: str = "") -> Parser:
 
 
 def _fraction(upper: float | None = 1.0) -> Parser:
+    """A number in [0, upper]; a percentage ("3%") is read as a fraction (0.03)."""
+
     def parse(errors: Errors, flag: str, text: str) -> float:
+        stripped = text.strip()
         try:
-            value = float(text)
+            value = float(stripped[:-1]) / 100 if stripped.endswith("%") else float(stripped)
         except ValueError:
-            errors.append(f"{flag}: {text!r} is not a number")
+            errors.append(f"{flag}: {text!r} is not a number (a fraction such as 0.03, or a percentage such as 3%)")
             return 0.0
         if value < 0 or (upper is not None and value > upper):
             allowed = f"0 to {upper}" if upper is not None else "a number >= 0"
@@ -402,6 +405,15 @@ OPTIONS: tuple[Option, ...] = (
            "after timing, pairs of rounds of this optimization and the baseline, interleaved (ABBA) in one "
            "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI (0 or 1 = off)",
            "interleaved rounds with the baseline for the paired speedup and its CI (`0` or `1`: off)", "N"),
+    Option("paired_target_ci", "0.03", _fraction(),
+           "after the first --densebench-paired-rounds pairs, more pairs (blocks of 10) until the paired "
+           "speedup's 95% CI half-width is at most this fraction of the ratio (0.03 = +-3%), up to "
+           "--densebench-paired-max-rounds (0 = a fixed count of pairs)",
+           "CI half-width the paired speedup runs more pairs to reach (`0`: fixed count)", "FRACTION"),
+    Option("paired_max_rounds", "60", _integer(0),
+           "most pairs the paired speedup may run to reach --densebench-paired-target-ci (at or below "
+           "--densebench-paired-rounds: a fixed count)",
+           "most pairs run to reach the target CI", "N"),
     Option("seed", "0", _integer(0), "seed for random weights and synthetic data",
            "random weights and synthetic data", "N"),
     Option("crosscheck", "true", _bool,
@@ -478,6 +490,8 @@ class Settings:
     parity_logit_error: float
     warmup: int
     paired_rounds: int  # pairs of rounds with the baseline, interleaved; 0 = no paired speedup
+    paired_target_ci: float  # CI half-width (fraction of the ratio) that more pairs aim for; 0 = fixed count
+    paired_max_rounds: int  # most pairs to reach paired_target_ci
     seed: int
     crosscheck: bool
     profile: bool

@@ -73,7 +73,7 @@ def make_venv(tmp: Path) -> Path:
 def test_ab_between_two_venvs(tmp_path: Path) -> None:
     python_b = make_venv(tmp_path)
     proc, doc = densebench_ab(tmp_path, "--set", "image_size=32", "--b", f"python={python_b}", "--pairs", "6",
-                              timeout=HANG_GUARD * pace_s())
+                              "--max-pairs", "26", timeout=HANG_GUARD * pace_s())
     check_consistent(proc, doc)
     assert "densebench-ab-probe: absent (A) vs 0.1 (B)" in doc["packages_differ"]
     assert "packages differ (" in proc.stdout
@@ -81,9 +81,11 @@ def test_ab_between_two_venvs(tmp_path: Path) -> None:
     b = json.loads((tmp_path / "ab" / "b.json").read_text())
     assert b["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == str(python_b.parent.parent)
     assert a["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == sys.prefix
+    pairs = doc["ratio_b_over_a"]["pairs"]  # 6, then blocks of 10 while the verdict is undecided, at most 26
+    assert pairs in (6, 16, 26), doc
     for side in (a, b):
         (bench,) = side["benchmarks"]
-        assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == 12  # 6 pairs x 2 rounds per turn
+        assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == 2 * pairs  # 2 rounds per turn
     # Both files are pytest-benchmark JSON: its own compare and densebench compare read them.
     listed = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(tmp_path / "ab" / "a.json"),
                              str(tmp_path / "ab" / "b.json")], capture_output=True, text=True, check=False)
@@ -93,12 +95,13 @@ def test_ab_between_two_venvs(tmp_path: Path) -> None:
 
 def test_ab_between_two_image_sizes(tmp_path: Path) -> None:
     proc, doc = densebench_ab(tmp_path, "--a", "image_size=32", "--b", "image_size=48", "--pairs", "6",
-                              timeout=HANG_GUARD * pace_s())
+                              "--set", "threads=1", timeout=HANG_GUARD * pace_s())
     check_consistent(proc, doc)
     assert doc["varied"] == ["image_size"]
-    sizes = [json.loads((tmp_path / "ab" / f"{s}.json").read_text())["benchmarks"][0]["extra_info"]["image_size"]
+    extra = [json.loads((tmp_path / "ab" / f"{s}.json").read_text())["benchmarks"][0]["extra_info"]
              for s in ("a", "b")]
-    assert sizes == [32, 48]
+    assert [e["image_size"] for e in extra] == [32, 48]
+    assert [e["ab_side"]["threads"] for e in extra] == [1, 1]  # the workers ran torch with one thread
 
 
 def test_same_code_is_not_flagged_at_5_percent_with_a_core_busy(tmp_path: Path, busy_core) -> None:
@@ -130,6 +133,8 @@ def test_differences_name_what_differs_beyond_what_was_varied() -> None:
     other = info(settings={"image_size": 235, "seed": 0, "output": "x"})
     assert ab.differences(info(), other, set()) == ["image_size: 224 vs 235"]
     assert ab.differences(info(), other, {"image_size"}) == []
+    assert ab.differences(info(threads=1), info(threads=2), set()) == ["threads: 1 vs 2"]
+    assert ab.differences(info(threads=1), info(threads=2), {"threads"}) == []
     assert ab.differences(info(), info(weights="imagenet", model_digest="def"), set()) == [
         "weights: 'random' vs 'imagenet'", "model weights digest: abc vs def"]
 
@@ -142,3 +147,7 @@ def test_bad_sides_are_refused_with_what_is_allowed(tmp_path: Path) -> None:
     proc, _ = densebench_ab(tmp_path, "--a", "nonsense", timeout=60)
     assert proc.returncode == 2 and "--a 'nonsense': expected KEY=VALUE" in proc.stderr
     assert main(["ab", "--pairs", "1"]) == 2
+    with pytest.raises(ABError, match="side a: threads must be a positive integer, got '0'"):
+        ab.make_sides({}, {"threads": "0"}, {})
+    a, b = ab.make_sides({"threads": "1"}, {}, {"threads": "2"})
+    assert (a.threads, b.threads) == (1, 2)

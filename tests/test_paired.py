@@ -33,6 +33,47 @@ def test_interleave_runs_rounds_in_abba_order_and_aligns_pairs() -> None:
         paired.interleave(side("a", 1), side("b", 1), 0)
 
 
+def test_sequential_stopping_adds_balanced_blocks_until_enough_or_the_limit() -> None:
+    calls: list[str] = []
+    asked: list[int] = []
+
+    def side(name: str, seconds: float):
+        def run(k: int) -> list[float]:
+            calls.append(name)
+            return [seconds] * k
+        return run
+
+    def enough_at(n: int):
+        def enough(a: list[float], b: list[float]) -> bool:
+            assert len(a) == len(b)
+            asked.append(len(a))
+            return len(a) >= n
+        return enough
+
+    a, _ = paired.interleave(side("a", 1.0), side("b", 2.0), 5, max_pairs=40, enough=enough_at(25))
+    assert asked == [5, 15, 25] and len(a) == 25  # checked after the first pairs, then every BLOCK (10) pairs
+    assert calls.count("a") == calls.count("b") == 25
+    first = calls[0::2]  # who went first in each pair: ABBA across the blocks too
+    assert first == ["a" if i % 2 == 0 else "b" for i in range(25)]
+    asked.clear()
+    a, _ = paired.interleave(side("a", 1.0), side("b", 2.0), 5, max_pairs=12, enough=enough_at(99))
+    assert asked == [5] and len(a) == 12  # never past max_pairs; the last block is cut to fit
+    asked.clear()
+    a, _ = paired.interleave(side("a", 1.0), side("b", 2.0), 5, enough=enough_at(99))
+    assert asked == [] and len(a) == 5  # no max_pairs above pairs: a fixed count, nothing asked
+
+
+def test_stopping_rules_decide_on_the_interval() -> None:
+    tight_same = loaded_window(30, 1.0, seed=2)
+    assert paired.until_decided(0.05)(*tight_same)  # wholly inside 0.95-1.05: a small change, decided
+    assert paired.until_decided(0.05)(*loaded_window(30, 1.12, seed=1))  # wholly above 1.05: regression
+    rng = random.Random(5)
+    a = [0.1 * rng.uniform(0.8, 1.2) for _ in range(10)]
+    b = [t * 1.05 * rng.uniform(0.9, 1.1) for t in a]  # B/A around the 5% edge, +-10% per pair
+    assert not paired.until_decided(0.05)(a, b)
+    assert paired.until_half_width(0.10)(a, b) and not paired.until_half_width(0.001)(a, b)
+
+
 def loaded_window(n: int, ratio: float, seed: int) -> tuple[list[float], list[float]]:
     """Pairs whose shared load factor swings 1x-3x from pair to pair; B is ``ratio`` times A plus 2% jitter."""
     rng = random.Random(seed)

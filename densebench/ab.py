@@ -34,7 +34,9 @@ from .settings import OPTIONS_BY_KEY
 
 WORKER = Path(__file__).with_name("ab_worker.py")
 SIDE_KEYS = ("python", "checkout", "optimization", "batch_size", "threads")
-DEFAULTS = {"optimization": "baseline", "batch_size": "1"}
+DEFAULTS = {"optimization": "baseline", "batch_size": "1", "threads": "auto"}
+THREADS = ("auto: on the CPU, one intra-op thread per usable core but one, leaving a core to other processes "
+           "(at least 1); on a GPU, torch's default. all: torch's default (one per core). N: N threads")
 # Settings that may differ without changing what is measured (each side writes its own output).
 IGNORED = ("output", "journal", "optimizations", "batch_sizes")
 
@@ -49,7 +51,7 @@ class SideSpec:
     settings: dict[str, str] = field(default_factory=dict)
     optimization: str = "baseline"
     batch_size: int = 1
-    threads: int | None = None  # torch intra-op threads in the worker (None: torch's default, one per core)
+    threads: str = "auto"  # torch intra-op threads in the worker: "auto", "all" or a count (see THREADS)
 
 
 def parse_pairs(items: list[str], where: str) -> dict[str, str]:
@@ -74,7 +76,9 @@ def make_sides(common: dict[str, str], a: dict[str, str], b: dict[str, str]) -> 
         if checkout is not None and not (checkout / "densebench").is_dir():
             raise ABError(f"side {name}: checkout {checkout} has no densebench/ package")
         batch_size = _positive(raw.pop("batch_size"), f"side {name}: batch_size")
-        threads = _positive(raw.pop("threads"), f"side {name}: threads") if raw.get("threads") else None
+        threads = raw.pop("threads").strip().lower()
+        if threads not in ("auto", "all"):
+            threads = str(_positive(threads, f"side {name}: threads (auto, all or a count)"))
         sides.append(SideSpec(name, raw.pop("python", sys.executable), checkout, raw, raw.pop("optimization"),
                               batch_size, threads))
     return sides[0], sides[1]
@@ -263,7 +267,8 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
                                             paired.until_decided(threshold, seed))
     result = paired.paired_ratio(tb, ta, seed=seed)
     doc = {"ratio_b_over_a": result.to_json(), "threshold": threshold, "verdict": verdict(result, threshold),
-           "half_width": result.half_width, "varied": sorted(varied),
+           "half_width": result.half_width, "decided": paired.until_decided(threshold, seed)(ta, tb),
+           "varied": sorted(varied),
            "packages_differ": package_changes(info_a, info_b),
            "interference": seen, "cv": {"a": paired.cv(every["a"]), "b": paired.cv(every["b"])},
            "files": {"a": str(output / "a.json"), "b": str(output / "b.json")}}
@@ -279,6 +284,9 @@ def lines(doc: dict[str, Any]) -> list[str]:
     r, threshold = doc["ratio_b_over_a"], doc["threshold"]
     out = [f"densebench ab: B/A time ratio {r['ratio']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}, "
            f"{r['pairs']} pairs; median of paired ratios): {doc['verdict']} at a {threshold:.0%} threshold"]
+    if not doc.get("decided", True):
+        out.append(f"undecided: after {r['pairs']} pairs the CI still reaches over 1 +- {threshold:.0%}; the "
+                   "difference, if any, is near the threshold (--max-pairs runs more)")
     if doc["varied"]:
         out.append("varied: " + ", ".join(doc["varied"]))
     changed = doc["packages_differ"]

@@ -8,8 +8,9 @@ on the original stdout (anything the code under test prints goes to stderr inste
 Requests and replies (times in seconds):
 
 * ``{"cmd": "setup", "settings": {...}, "optimization": NAME, "batch_size": N, "threads": T}`` ->
-  ``{"ok": true, "info": {...}}``: sets torch's intra-op threads to T (when not null; ONNX Runtime and
-  OpenVINO follow torch's count), builds the optimization, prepares the input, runs the warm-up;
+  ``{"ok": true, "info": {...}}``: sets torch's intra-op threads (T: "auto", "all" or a count, see
+  :func:`threads_for`; ONNX Runtime and OpenVINO follow torch's count), builds the optimization,
+  prepares the input, runs the warm-up;
   ``info`` holds the device, the resolved settings, threads, weights, dataset, python, packages and
   machine info;
 * ``{"cmd": "rounds", "n": K}`` -> ``{"ok": true, "times": [t1, ...]}``: K timed rounds back to back
@@ -43,11 +44,12 @@ class Side:
         from densebench.telemetry import machine_info
         from densebench.timing import make_step
 
-        if request.get("threads"):
-            torch.set_num_threads(int(request["threads"]))
         settings = Settings.from_mapping(request.get("settings") or {})
         res = Resources(settings)
         res.prepare()
+        threads = threads_for(str(request.get("threads") or "all"), res.device.type)
+        if threads:
+            torch.set_num_threads(threads)
         batch_size = int(request["batch_size"])
         batch = res.data.batch(batch_size)
         self.runner = build_runner(request["optimization"], res.model, batch, res.context())
@@ -76,6 +78,21 @@ class Side:
                 self.step()
                 times.append(time.perf_counter() - start)
         return times
+
+
+def threads_for(threads: str, device_type: str) -> int | None:
+    """torch intra-op threads for a side: ``"all"`` -> None (torch's default, one per core); ``"auto"`` ->
+    usable cores - 1 (at least 1) on the CPU, None on a GPU; a count -> that count.
+
+    Why leave a core on the CPU: with as many threads as cores, one busy process elsewhere makes
+    every parallel region wait at its barrier for a descheduled thread. Measured on the 2-vCPU
+    development machine (scripts/gate_power.py, on/off load on one core, 20 comparisons of each
+    kind): 2 threads detected a +14% FLOPs workload 16 times in 20, 1 thread 20 times in 20."""
+    if threads == "all":
+        return None
+    if threads == "auto":
+        return max(1, len(os.sched_getaffinity(0)) - 1) if device_type == "cpu" else None
+    return int(threads)
 
 
 def _packages() -> dict[str, str]:

@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     abp = sub.add_parser("ab", help="A/B of two sides (venvs, checkouts, settings), rounds interleaved; exit 1 "
                                     "when B is slower beyond the threshold")
     abp.add_argument("--a", action="append", default=[], metavar="KEY=VALUE",
-                     help="side A: python=, checkout=, optimization=, batch_size= or a setting (image_size=224)")
+                     help="side A: python=, checkout=, optimization=, batch_size=, threads= (auto: cores - 1 on the "
+                          "CPU; all; or a count) or a setting (image_size=224)")
     abp.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="side B, as --a")
     abp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for both sides")
     abp.add_argument("--pairs", type=int, default=30, help="pairs of turns, ABBA order (default 30)")

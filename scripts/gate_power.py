@@ -19,7 +19,8 @@ each with both methods, on PAIRS x PER_TURN rounds per side:
   1 +- THRESHOLD, up to MAX_PAIRS (``densebench ab``'s method and defaults).
 
 Both decide the same way: regression only when the whole 95% CI lies above 1 + THRESHOLD.
-``--threads`` sets torch's intra-op threads in each worker (e.g. cores - 1, leaving one core to the load).
+``--threads`` sets torch's intra-op threads in each worker as ``densebench ab``'s ``threads=`` does (default
+auto: cores - 1, leaving one core to the load; ``all``: one per core).
 
     PYTHONPATH=. python scripts/gate_power.py --n 20 --pairs 30 --per-turn 2 --batch-size 1
 """
@@ -68,7 +69,7 @@ def compare(first: ab.Worker, second: ab.Worker, pairs: int, per_turn: int, meth
 
 
 def study(n: int, pairs: int, per_turn: int, batch_size: int, larger: str, threshold: float,
-          out: Path, max_pairs: int, threads: int | None) -> dict[tuple[str, str], list]:
+          out: Path, max_pairs: int, threads: str) -> dict[tuple[str, str], list]:
     results: dict[tuple[str, str], list] = {(k, m): [] for k in ("same", "larger") for m in ("sequential", "paired")}
     with ExitStack() as stack:
         specs = [ab.SideSpec(name, settings={**COMMON, "image_size": size}, batch_size=batch_size, threads=threads)
@@ -116,8 +117,9 @@ def main() -> None:
     parser.add_argument("--per-turn", type=int, default=2, help="rounds per side per turn (default 2)")
     parser.add_argument("--max-pairs", type=int, default=90,
                         help="paired: more pairs until decided, up to this many (densebench ab's default 90)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads per worker (default: torch's, one per core)")
+    parser.add_argument("--threads", default="auto",
+                        help="torch intra-op threads per worker, as densebench ab's threads=: auto (default: "
+                             "cores - 1), all (torch's default, one per core) or a count")
     parser.add_argument("--larger", default="240", help="image size of the larger workload (default 240)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.05)
@@ -126,7 +128,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = study(args.n, args.pairs, args.per_turn, args.batch_size, args.larger, args.threshold, Path(tmp),
                         args.max_pairs, args.threads)
-    threads = f"{args.threads} thread(s) per worker" if args.threads else "torch's default threads"
+    threads = {"auto": "threads=auto (cores - 1) per worker", "all": "threads=all (torch's default)"}.get(
+        args.threads, f"{args.threads} thread(s) per worker")
     print(f"\ngate power: {args.n} comparisons per kind; sequential {args.pairs * args.per_turn} rounds per side, "
           f"paired {args.pairs}-{args.max_pairs} pairs x {args.per_turn} rounds (more until decided); {threads}; "
           f"batch {args.batch_size}, 224 vs {args.larger} px, "

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from densebench import ab
+from densebench.ab_worker import threads_for
 from densebench.cli import main
 from densebench.errors import ABError
 from tests.conftest import HANG_GUARD, REPO, pace_s
@@ -81,6 +82,8 @@ def test_ab_between_two_venvs(tmp_path: Path) -> None:
     b = json.loads((tmp_path / "ab" / "b.json").read_text())
     assert b["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == str(python_b.parent.parent)
     assert a["benchmarks"][0]["extra_info"]["ab_side"]["prefix"] == sys.prefix
+    auto = max(1, len(os.sched_getaffinity(0)) - 1)  # the default, threads=auto, leaves a core free
+    assert a["benchmarks"][0]["extra_info"]["ab_side"]["threads"] == auto
     pairs = doc["ratio_b_over_a"]["pairs"]  # 6, then blocks of 10 while the verdict is undecided, at most 26
     assert pairs in (6, 16, 26), doc
     for side in (a, b):
@@ -98,6 +101,7 @@ def test_ab_between_two_image_sizes(tmp_path: Path) -> None:
                               "--set", "threads=1", timeout=HANG_GUARD * pace_s())
     check_consistent(proc, doc)
     assert doc["varied"] == ["image_size"]
+    assert doc["decided"] and doc["ratio_b_over_a"]["ci_low"] > 1.05  # 48 px is 2.25x the pixels of 32 px
     extra = [json.loads((tmp_path / "ab" / f"{s}.json").read_text())["benchmarks"][0]["extra_info"]
              for s in ("a", "b")]
     assert [e["image_size"] for e in extra] == [32, 48]
@@ -147,7 +151,16 @@ def test_bad_sides_are_refused_with_what_is_allowed(tmp_path: Path) -> None:
     proc, _ = densebench_ab(tmp_path, "--a", "nonsense", timeout=60)
     assert proc.returncode == 2 and "--a 'nonsense': expected KEY=VALUE" in proc.stderr
     assert main(["ab", "--pairs", "1"]) == 2
-    with pytest.raises(ABError, match="side a: threads must be a positive integer, got '0'"):
-        ab.make_sides({}, {"threads": "0"}, {})
-    a, b = ab.make_sides({"threads": "1"}, {}, {"threads": "2"})
-    assert (a.threads, b.threads) == (1, 2)
+    with pytest.raises(ABError, match=r"side a: threads \(auto, all or a count\) must be a positive integer, "
+                                      "got 'many'"):
+        ab.make_sides({}, {"threads": "many"}, {})
+    a, b = ab.make_sides({"threads": "1"}, {}, {"threads": "ALL"})
+    assert (a.threads, b.threads) == ("1", "all")
+    assert ab.make_sides({}, {}, {})[0].threads == "auto"
+
+
+def test_auto_threads_leave_a_core_to_other_processes_on_the_cpu_only() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert threads_for("auto", "cpu") == max(1, cores - 1)
+    assert threads_for("auto", "cuda") is None and threads_for("all", "cpu") is None
+    assert threads_for("3", "cpu") == 3

@@ -31,6 +31,7 @@ FAST = (
     "--densebench-eval-samples=8",
     "--densebench-warmup=1",
     "--densebench-crosscheck=false",
+    "--densebench-paired-target-ci=0",  # a fixed count of pairs; test_noise runs the sequential stopping
     "--benchmark-min-rounds=2",
     "--benchmark-max-time=0.02",
 )

@@ -321,7 +321,8 @@ def _label_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     # Outside the axes: with a dozen optimizations an inside legend hides data points.
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if ax.get_legend_handles_labels()[0]:  # nothing labelled (e.g. a recovered run with no plotted series): none
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _per_opt(recs: list[Record]) -> dict[str, list[Record]]:

@@ -35,8 +35,6 @@ from .settings import OPTIONS_BY_KEY
 WORKER = Path(__file__).with_name("ab_worker.py")
 SIDE_KEYS = ("python", "checkout", "optimization", "batch_size", "threads")
 DEFAULTS = {"optimization": "baseline", "batch_size": "1", "threads": "auto"}
-THREADS = ("auto: on the CPU, one intra-op thread per usable core but one, leaving a core to other processes "
-           "(at least 1); on a GPU, torch's default. all: torch's default (one per core). N: N threads")
 # Settings that may differ without changing what is measured (each side writes its own output).
 IGNORED = ("output", "journal", "optimizations", "batch_sizes")
 
@@ -51,7 +49,7 @@ class SideSpec:
     settings: dict[str, str] = field(default_factory=dict)
     optimization: str = "baseline"
     batch_size: int = 1
-    threads: str = "auto"  # torch intra-op threads in the worker: "auto", "all" or a count (see THREADS)
+    threads: str = "auto"  # torch intra-op threads in the worker: "auto", "all" or a count (ab_worker.threads_for)
 
 
 def parse_pairs(items: list[str], where: str) -> dict[str, str]:

@@ -411,9 +411,24 @@ def _plot_latency(f: _Figures, records: list[Record]) -> None:
     f.save(fig, "latency")
 
 
+def _speedup_cell(recs: list[Record], optimization: str, batch_size: int,
+                  base: dict[int, float]) -> tuple[float, str]:
+    """(speedup, cell text): the paired speedup with its 95% CI where measured ("1.66x" over
+    "[1.61-1.70]"), else throughput / baseline throughput; (nan, "—") where either is missing."""
+    for r in recs:
+        if r.optimization == optimization and r.batch_size == batch_size and batch_size in base:
+            sp = r.speedup or {}
+            if sp.get("ratio"):
+                return sp["ratio"], f"{sp['ratio']:.2f}x\n[{sp['ci_low']:.2f}-{sp['ci_high']:.2f}]"
+            value = r.throughput / base[batch_size]
+            return value, f"{value:.2f}x"
+    return float("nan"), "—"
+
+
 def _plot_speedup(f: _Figures, records: list[Record]) -> None:
-    """Heatmap of throughput / baseline throughput, optimization x batch size, per run label
-    ("—" where either was not measured); colours centred on 1.0x."""
+    """Heatmap of the speedup over the baseline (paired, with its 95% CI, where measured; else
+    throughput / baseline throughput), optimization x batch size, per run label ("—" where either was
+    not measured); colours centred on 1.0x."""
     from matplotlib.colors import TwoSlopeNorm
 
     fig, axes = f.grid("Speedup over baseline (same device, same batch size)")
@@ -422,16 +437,15 @@ def _plot_speedup(f: _Figures, records: list[Record]) -> None:
         opts = list(dict.fromkeys(r.optimization for r in recs))
         sizes = sorted({r.batch_size for r in recs})
         base = {r.batch_size: r.throughput for r in recs if r.optimization == "baseline"}
-        matrix = [[next(((r.speedup or {}).get("ratio") or r.throughput / base[bs] for r in recs
-                         if r.optimization == o and r.batch_size == bs and bs in base), float("nan"))
-                   for bs in sizes] for o in opts]
+        cells = [[_speedup_cell(recs, o, bs, base) for bs in sizes] for o in opts]
+        matrix = [[v for v, _ in row] for row in cells]
         finite = [v for row in matrix for v in row if not math.isnan(v)]
         vmax = max([2.0, *finite])
         vmin = min([0.5, *finite])
         im = ax.imshow(matrix, cmap="RdYlGn", norm=TwoSlopeNorm(vcenter=1.0, vmin=vmin, vmax=vmax), aspect="auto")
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, "—" if math.isnan(v) else f"{v:.2f}x", ha="center", va="center", fontsize=8)
+        for i, row in enumerate(cells):
+            for j, (_, text) in enumerate(row):
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels([f"bs {b}" for b in sizes])
         ax.set_yticks(range(len(opts)))

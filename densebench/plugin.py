@@ -32,8 +32,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for opt in OPTIONS:
         # booleans work as bare flags too: --densebench-profile == --densebench-profile=true
         extra = {"nargs": "?", "const": "true"} if opt.boolean else {}
+        text = f"{opt.help}. Default: {opt.default}; env {opt.env}; ini {opt.ini}."
+        # argparse %-formats option help: a literal "%" (e.g. "+-3%") must be doubled
         group.addoption(opt.flag, dest=f"densebench_{opt.key}", default=None, metavar=opt.metavar,
-                        help=f"{opt.help}. Default: {opt.default}; env {opt.env}; ini {opt.ini}.", **extra)
+                        help=text.replace("%", "%%"), **extra)
         parser.addini(opt.ini, help=opt.help, default=None)
 
 

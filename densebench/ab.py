@@ -265,7 +265,7 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
                                             paired.until_decided(threshold, seed))
     result = paired.paired_ratio(tb, ta, seed=seed)
     doc = {"ratio_b_over_a": result.to_json(), "threshold": threshold, "verdict": verdict(result, threshold),
-           "half_width": result.half_width, "decided": paired.until_decided(threshold, seed)(ta, tb),
+           "half_width": result.half_width, "decided": result.decided(threshold),
            "varied": sorted(varied),
            "packages_differ": package_changes(info_a, info_b),
            "interference": seen, "cv": {"a": paired.cv(every["a"]), "b": paired.cv(every["b"])},

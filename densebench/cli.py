@@ -21,7 +21,7 @@ from . import ab, compare, data, doctor, journal, storage
 from .errors import ABError, ReportError
 from .optimizations import plan_for, techniques, unavailable_reason
 from .report import build, insights, load_all, table_lines, write
-from .settings import OPTIONS_BY_KEY, absolute_path, override_default
+from .settings import OPTIONS_BY_KEY, absolute_path, fraction_or_percent, override_default
 from .store import commands as store_commands
 from .telemetry import machine_info
 
@@ -246,7 +246,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _fraction(text: str) -> float:
-    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    value = fraction_or_percent(text)
     if not 0 <= value < 10:
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction like 0.05 or 5%")
     return value

@@ -95,6 +95,11 @@ class PairedRatio:
             return "below"
         return None
 
+    def decided(self, threshold: float) -> bool:
+        """True when the interval reaches over neither edge of ``[1 - threshold, 1 + threshold]``: wholly
+        beyond one (:meth:`beyond`) or wholly inside, so more pairs would not change a gate's verdict."""
+        return not any(self.ci_low <= edge <= self.ci_high for edge in (1 - threshold, 1 + threshold))
+
     def to_json(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "pairs": self.pairs,
                 "method": self.method, "confidence": self.confidence}
@@ -189,13 +194,8 @@ def until_half_width(target: float, seed: int | None = 0) -> Callable[[list[floa
 def until_decided(threshold: float, seed: int | None = 0) -> Callable[[list[float], list[float]], bool]:
     """A stopping rule for :func:`interleave`: enough once the CI of B/A reaches over neither edge of
     ``[1 - threshold, 1 + threshold]``, i.e. the gate's verdict (regression, improvement, or a change
-    smaller than the threshold) no longer depends on more pairs."""
-
-    def decided(a: list[float], b: list[float]) -> bool:
-        r = paired_ratio(b, a, seed=seed)
-        return not any(r.ci_low <= edge <= r.ci_high for edge in (1 - threshold, 1 + threshold))
-
-    return decided
+    smaller than the threshold) no longer depends on more pairs (:meth:`PairedRatio.decided`)."""
+    return lambda a, b: paired_ratio(b, a, seed=seed).decided(threshold)
 
 
 def cv(times: Sequence[float]) -> float | None:

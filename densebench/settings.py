@@ -80,13 +80,18 @@ def _integer(minimum: int, why: str = "") -> Parser:
     return parse
 
 
+def fraction_or_percent(text: str) -> float:
+    """``"0.03"`` or ``"3%"`` -> 0.03; raises ValueError when it is neither."""
+    stripped = text.strip()
+    return float(stripped[:-1]) / 100 if stripped.endswith("%") else float(stripped)
+
+
 def _fraction(upper: float | None = 1.0) -> Parser:
     """A number in [0, upper]; a percentage ("3%") is read as a fraction (0.03)."""
 
     def parse(errors: Errors, flag: str, text: str) -> float:
-        stripped = text.strip()
         try:
-            value = float(stripped[:-1]) / 100 if stripped.endswith("%") else float(stripped)
+            value = fraction_or_percent(text)
         except ValueError:
             errors.append(f"{flag}: {text!r} is not a number (a fraction such as 0.03, or a percentage such as 3%)")
             return 0.0

@@ -149,7 +149,6 @@ class DynamicBatcher:
         """No more requests: the batching loop ends once what is queued has been batched."""
         self._queue.put(None)
 
-
     # ------------------------------------------------------------ the batching loop
 
     def _loop(self) -> None:

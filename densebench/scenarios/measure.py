@@ -155,7 +155,6 @@ def record(runner: Runner, batch_size: int, image_size: int, device: str, device
     return rec.to_json()
 
 
-
 @dataclass
 class Plan:
     """What one scenario benchmark runs: settings resolved against this runner."""

@@ -12,9 +12,15 @@ from pathlib import Path
 import numpy  # noqa: F401  (see below)
 import pytest
 
-# pytester's in-process runs put sys.modules back as they found it afterwards; numpy 2 refuses
-# to be imported a second time in one process, so the first in-process run that imports it
-# would break every later one. Imported here, it is part of what pytester restores.
+# pytester's in-process runs put sys.modules back as they found it afterwards; numpy 2 and torch
+# refuse to be imported a second time in one process (torch: "SystemError: ... bad call flags",
+# then a crash at exit), so the first in-process run that imports one would break every later
+# test that needs it, depending on which test files run. Imported here, they are part of what
+# pytester restores.
+try:
+    import torch  # noqa: F401
+except ImportError:  # the tests that need torch skip on their own
+    pass
 
 pytest_plugins = ["pytester"]
 

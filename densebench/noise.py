@@ -8,8 +8,10 @@
 * other processes on the GPU: NVML's compute and graphics process lists, without this process.
 
 :func:`warning` turns a measured noise figure and the threshold being gated on into one line that
-names the largest cause seen, or says none was seen (then the configuration itself varies); it goes
-into each benchmark's ``extra_info.noise``. :func:`run_warning` folds a run's noisy benchmarks into
+names the largest cause seen, or says none was seen (then the configuration itself varies, or, on a VM,
+other guests slow the shared cores unseen: on the 2-vCPU development VM the same forward pass took
+290-890 ms within a minute (DenseNet-121, 224 px, batch 8) with no other process and no steal
+time); it goes into each benchmark's ``extra_info.noise``. :func:`run_warning` folds a run's noisy benchmarks into
 one terminal line (how many, the worst and its cause) against the threshold the run is gated on.
 """
 
@@ -29,7 +31,9 @@ from .nvml import Nvml
 _BUSY = ("user", "nice", "system", "irq", "softirq")
 # The threshold a benchmark's own noise is held against in a run: the default of densebench ab and compare.
 GATE_THRESHOLD = 0.05
-NO_CAUSE = "no interference seen: the configuration itself varies (frequency scaling, its own threads, memory)"
+NO_CAUSE = ("no interference seen from inside this machine: the configuration itself varies (frequency "
+            "scaling, its own threads, memory), or on a VM other guests share the physical cores and memory "
+            "bandwidth, which steal time does not count")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,13 @@ Method (``METHOD``):
   Paired and interleaved benchmarking with bootstrap intervals follows Kalibera & Jones, "Rigorous
   Benchmarking in Reasonable Time" (ISMM 2013).
 
+An alternative design, :func:`bracket` (triplets A-B-A / B-A-B, the middle turn against the mean of the
+two around it, and the faster side's rounds lengthened to last as long as the slower side's), was
+measured against these turns in one window by ``scripts/speedup_designs.py`` (docs/speedup-designs-2vcpu.txt):
+narrower per minute for some configurations, wider for others, and with single-round turns it moved the
+speedup of a candidate on another runtime beyond the CIs (ONNX Runtime 2.16x against 1.93x); the speedups
+keep the 2-round turns.
+
 Measured on the 2-core development machine (issue 14): two processes holding the same
 DenseNet-121 under an on/off background load, 12 repetitions of 30 rounds: the sequential
 ratio B/A ranged 0.58-2.09, the median of 30 interleaved paired ratios 0.95-1.07.
@@ -144,6 +151,40 @@ def interleave(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[
         target = min(limit, target + BLOCK)
 
 
+def bracket(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[float]], triplets: int,
+            per_turn: int = 1, *, max_triplets: int | None = None,
+            enough: Callable[[list[float], list[float]], bool] | None = None) -> tuple[list[float], list[float]]:
+    """Turns strictly alternating A B A B A B ..., grouped in triplets A-B-A, B-A-B, A-B-A, ...; in each
+    triplet the middle turn is paired with the mean of the two turns around it, so a drift that is linear
+    over the triplet adds as much to both sides and cancels exactly, and every turn follows a turn of the
+    other side (the same switch between the two, whichever side runs). ``run_x(k)`` runs k rounds back to
+    back and returns their seconds; a turn is ``per_turn`` rounds and counts its fastest.
+
+    Sequential stopping as in :func:`interleave`, in triplets: ``enough`` is asked after ``triplets``
+    and after each further :data:`BLOCK` (even: as many A-B-A as B-A-B), up to ``max_triplets``.
+
+    Returns (a_times, b_times), aligned: entry ``i`` of each is triplet ``i``'s A time and B time (one of
+    them a mean of two turns). Raises ValueError when ``triplets`` or ``per_turn`` is below 1."""
+    if triplets < 1 or per_turn < 1:
+        raise ValueError(f"triplets and per_turn must be >= 1, got {triplets} and {per_turn}")
+    run = {"a": run_a, "b": run_b}
+    limit = max(triplets, max_triplets or triplets)
+    a_times: list[float] = []
+    b_times: list[float] = []
+    target = triplets
+    while True:
+        while len(a_times) < target:
+            outer, middle = ("a", "b") if len(a_times) % 2 == 0 else ("b", "a")
+            first = min(run[outer](per_turn))
+            got = {middle: min(run[middle](per_turn))}
+            got[outer] = (first + min(run[outer](per_turn))) / 2
+            a_times.append(got["a"])
+            b_times.append(got["b"])
+        if enough is None or target >= limit or enough(a_times, b_times):
+            return a_times, b_times
+        target = min(limit, target + BLOCK)
+
+
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
                  resamples: int = 2000, seed: int | None = 0) -> PairedRatio:
     """Median of ``numerator[i] / denominator[i]`` with a percentile bootstrap interval over the pairs.
@@ -205,16 +246,18 @@ def cv(times: Sequence[float]) -> float | None:
     return statistics.stdev(times) / statistics.fmean(times)
 
 
-def _timed_rounds(runner: Any, step: Callable[[], Any]) -> Callable[[int], list[float]]:
-    """k rounds of ``step`` under ``runner``'s process flags; returns the seconds of each step alone."""
+def _timed_rounds(runner: Any, step: Callable[[], Any], iterations: int = 1) -> Callable[[int], list[float]]:
+    """k rounds under ``runner``'s process flags, a round being ``iterations`` calls of ``step`` timed
+    together; returns each round's seconds per call."""
 
     def run(k: int) -> list[float]:
         times = []
         with runner.activated():
             for _ in range(k):
                 start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
+                for _ in range(iterations):
+                    step()
+                times.append((time.perf_counter() - start) / iterations)
         return times
 
     return run

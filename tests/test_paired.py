@@ -63,6 +63,49 @@ def test_sequential_stopping_adds_balanced_blocks_until_enough_or_the_limit() ->
     assert asked == [] and len(a) == 5  # no max_pairs above pairs: a fixed count, nothing asked
 
 
+def test_bracket_alternates_turns_and_cancels_a_linear_drift() -> None:
+    calls: list[str] = []
+
+    def side(name: str, seconds: float):
+        def run(k: int) -> list[float]:
+            calls.append(f"{name}{k}")
+            drift = 1 + 0.1 * len(calls)  # the machine slows down turn after turn
+            return [seconds * drift * (1 + i) for i in range(k)]  # the first round of a turn is the fastest
+        return run
+
+    a, b = paired.bracket(side("a", 1.0), side("b", 2.0), 4)
+    assert calls == ["a1", "b1"] * 6  # strictly alternating: A-B-A, B-A-B, A-B-A, B-A-B
+    assert [y / x for x, y in zip(a, b, strict=True)] == pytest.approx([2.0] * 4)  # the drift cancels in every triplet
+    assert a[0] == pytest.approx((1.1 + 1.3) / 2) and b[0] == pytest.approx(2 * 1.2)
+    assert b[1] == pytest.approx(2 * (1.4 + 1.6) / 2) and a[1] == pytest.approx(1.5)
+    turns, _ = paired.interleave(side("a", 1.0), side("b", 2.0), 4)  # ABBA pairs are off by the drift
+    assert turns != pytest.approx(a)
+    calls.clear()
+    a, b = paired.bracket(side("a", 1.0), side("b", 2.0), 2, per_turn=3)
+    assert calls == ["a3", "b3", "a3", "b3", "a3", "b3"] and b[0] == pytest.approx(2 * 1.2)  # fastest of 3
+    with pytest.raises(ValueError, match="triplets and per_turn must be >= 1"):
+        paired.bracket(side("a", 1), side("b", 1), 1, per_turn=0)
+
+
+def test_bracket_stops_like_interleave_in_balanced_blocks() -> None:
+    asked: list[int] = []
+    order: list[str] = []
+
+    def side(name: str):
+        return lambda k: order.append(name) or [1.0] * k
+
+    def enough(a: list[float], b: list[float]) -> bool:
+        asked.append(len(a))
+        return len(a) >= 25
+
+    a, _ = paired.bracket(side("a"), side("b"), 5, max_triplets=40, enough=enough)
+    assert asked == [5, 15, 25] and len(a) == 25
+    assert order == ["a", "b"] * (25 * 3 // 2) + ["a"]  # A-B-A then B-A-B ... across the blocks
+    asked.clear()
+    a, _ = paired.bracket(side("a"), side("b"), 5, max_triplets=12, enough=lambda a, b: False)
+    assert len(a) == 12
+
+
 def test_stopping_rules_decide_on_the_interval() -> None:
     tight_same = loaded_window(30, 1.0, seed=2)
     assert paired.until_decided(0.05)(*tight_same)  # wholly inside 0.95-1.05: a small change, decided

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import noise
+from .paired import PairedRatio
 from .records import PROBLEM_STATUSES, TIMED_STATUSES, Status
 from .scenarios import scenario_key
 
@@ -83,10 +84,27 @@ def best_under_budget(rows: Iterable[Row], budget_ms: float) -> Row | None:
     return max(fit, key=lambda r: r.throughput) if fit else None
 
 
+def paired_target_line(outcomes: Iterable[dict[str, Any]], target: float, shown: int = 4) -> str | None:
+    """One line naming the paired speedups whose 95% CI half-width (relative to the ratio) is still above
+    ``target`` (0.03 = +-3%, ``--densebench-paired-target-ci``), widest first, with the pairs each took;
+    None when every one reached it or ``target`` is 0 (a fixed count of pairs, no target)."""
+    measured = [(PairedRatio.from_json(o["speedup"]), o) for o in outcomes if o.get("speedup")]
+    wide = sorted((m for m in measured if m[0].half_width > target), key=lambda m: -m[0].half_width)
+    if target <= 0 or not wide:
+        return None
+    named = ", ".join(f"{o['optimization']} at batch {o['batch_size']} +-{r.half_width:.1%} after {r.pairs} pairs"
+                      for r, o in wide[:shown])
+    more = f" and {len(wide) - shown} more" if len(wide) > shown else ""
+    return (f"densebench: paired speedups: {len(wide)} of {len(measured)} did not reach the +-{target:.0%} CI target: "
+            f"{named}{more}; more pairs (--densebench-paired-max-rounds) or a quieter machine narrow them; "
+            "each CI is in extra_info.speedup")
+
+
 def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | None = None,
-                   noise_gate: noise.Gate = noise.DEFAULT_GATE) -> list[str]:
+                   noise_gate: noise.Gate = noise.DEFAULT_GATE, paired_target: float = 0.0) -> list[str]:
     """The run in a few lines: best per batch size, the latency budget's answer, one line on noise beyond
-    ``noise_gate`` (per-benchmark detail stays in the JSON), and what was skipped or failed."""
+    ``noise_gate`` (per-benchmark detail stays in the JSON), one on paired speedups whose CI is still wider
+    than ``paired_target`` (:func:`paired_target_line`), and what was skipped or failed."""
     rows = rows_from_outcomes(outcomes)
     lines = []
     for (_, bs), group in by_batch(rows).items():
@@ -113,9 +131,8 @@ def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | No
         if peak:
             lines.append(f"peak throughput (no budget): {peak.optimization} at batch {peak.batch_size}, "
                          f"{peak.throughput:.1f} img/s")
-    noisy = noise.run_warning(outcomes, noise_gate)
-    if noisy:
-        lines.append(noisy)
+    lines += [line for line in (noise.run_warning(outcomes, noise_gate), paired_target_line(outcomes, paired_target))
+              if line]
     seen: set[tuple[str, str]] = set()
     for o in outcomes:
         if o["status"] in PROBLEM_STATUSES:

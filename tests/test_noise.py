@@ -98,6 +98,13 @@ def test_a_run_records_paired_speedups_ftz_and_noise(run_suite, tmp_path) -> Non
         worst = max(noisy, key=lambda o: o["noise_cv"])
         assert f"noise: {len(noisy)} of {len(outcomes)} benchmarks had a rounds' CV above 5%" in folded[0]
         assert f"worst: {worst['optimization']} at batch 1, CV {worst['noise_cv']:.1%}" in folded[0]
+    short = [name for name, i in info.items()
+             if "speedup" in i and paired.PairedRatio.from_json(i["speedup"]).half_width > 0.02]
+    target_lines = [line for line in stdout.splitlines() if "densebench: paired speedups:" in line]
+    assert len(target_lines) == (1 if short else 0), target_lines  # the line exactly when a CI missed +-2%
+    if short:
+        assert f"{len(short)} of 2 did not reach the +-2% CI target" in target_lines[0]
+        assert all(f"{name.rsplit('-bs', 1)[0]} at batch 1 +-" in target_lines[0] for name in short)
     outcome = {o["optimization"]: o for o in outcomes}
     assert outcome["channels_last"]["speedup"] == info["channels_last-bs1"]["speedup"]
     report = (build([run.path], tmp_path / "rep")["markdown"]).read_text()
@@ -152,6 +159,28 @@ def test_the_noisy_benchmarks_of_a_run_fold_into_one_terminal_line() -> None:
     assert not any("noise" in line for line in summary.terminal_lines(calm))
     quiet_cause = noise.run_warning([_outcome("ftz", 2, _rounds(40, 0.3), QUIET)])
     assert quiet_cause is not None and f"cause seen: {noise.NO_CAUSE}" in quiet_cause
+
+
+def test_paired_speedups_short_of_the_target_fold_into_one_line() -> None:
+    def outcome(name: str, batch_size: int, low: float, high: float, pairs: int) -> dict:
+        return {**_outcome(name, batch_size, _rounds(40, 0.01), QUIET),
+                "speedup": {"ratio": (low + high) / 2, "ci_low": low, "ci_high": high, "pairs": pairs}}
+
+    outcomes = [_outcome("baseline", 8, _rounds(40, 0.01), QUIET),
+                outcome("int8", 8, 5.9, 6.1, 20),  # +-1.7%: reached
+                outcome("openvino", 8, 6.0, 7.0, 60),  # +-7.7%
+                outcome("jit", 8, 1.04, 1.12, 60)]  # +-3.7%
+    line = summary.paired_target_line(outcomes, 0.03)
+    assert line == ("densebench: paired speedups: 2 of 3 did not reach the +-3% CI target: openvino at batch 8 "
+                    "+-7.7% after 60 pairs, jit at batch 8 +-3.7% after 60 pairs; more pairs "
+                    "(--densebench-paired-max-rounds) or a quieter machine narrow them; each CI is in "
+                    "extra_info.speedup")
+    assert line in summary.terminal_lines(outcomes, paired_target=0.03)
+    assert summary.paired_target_line(outcomes, 0.10) is None  # every CI within +-10%
+    assert summary.paired_target_line(outcomes, 0.0) is None  # a fixed count of pairs: no target to miss
+    many = outcomes + [outcome(f"x{i}", 1, 1.0, 1.5, 60) for i in range(4)]
+    assert summary.paired_target_line(many, 0.03, shown=4).count(" after 60 pairs") == 4
+    assert " and 2 more;" in summary.paired_target_line(many, 0.03, shown=4)
 
 
 def test_the_run_gate_is_the_strictest_percentage_of_compare_fail(pytester) -> None:

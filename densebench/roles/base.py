@@ -252,7 +252,8 @@ class Role:
             tr.write_line(f"worker {pin.get('worker')}: {worker.get('device_name')} pinned to {where}")
         gated = pb.compare_fail_percentage(config)  # the run's own gate, else densebench compare's and ab's default
         gate = noise.Gate(gated[0], f"the --benchmark-compare-fail={gated[1]} gate") if gated else noise.DEFAULT_GATE
-        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms, gate):
+        for line in summary.terminal_lines(info["outcomes"], self.settings.latency_budget_ms, gate,
+                                           self.settings.paired_target_ci if self.settings.paired_rounds >= 2 else 0.0):
             tr.write_line(line)
         for line in summary.scenario_lines(info.get("scenarios") or []):
             tr.write_line(line)

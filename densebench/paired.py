@@ -117,9 +117,32 @@ class PairedRatio:
                    str(doc.get("method", METHOD)), float(doc.get("confidence", 0.95)))
 
 
+def _sides(i: int) -> tuple[str, str]:
+    """Pair (or triplet) ``i``'s leading side and the other: A first in even ones, B first in odd ones."""
+    return ("a", "b") if i % 2 == 0 else ("b", "a")
+
+
 def abba_order(pairs: int) -> list[tuple[str, str]]:
     """Which side runs first in each pair: ``[("a", "b"), ("b", "a"), ("a", "b"), ...]`` (``pairs`` entries)."""
-    return [("a", "b") if i % 2 == 0 else ("b", "a") for i in range(pairs)]
+    return [_sides(i) for i in range(pairs)]
+
+
+def _in_blocks(unit: Callable[[int], dict[str, float]], first: int, limit: int,
+               enough: Callable[[list[float], list[float]], bool] | None) -> tuple[list[float], list[float]]:
+    """Sequential stopping shared by :func:`interleave` and :func:`bracket`: ``unit(i)`` measures unit
+    ``i`` (a pair or a triplet) and returns its {"a": seconds, "b": seconds}; ``first`` units run, then
+    blocks of :data:`BLOCK` more while ``enough(a_times, b_times)`` says no, never past ``limit``."""
+    a_times: list[float] = []
+    b_times: list[float] = []
+    target = first
+    while True:
+        while len(a_times) < target:
+            got = unit(len(a_times))
+            a_times.append(got["a"])
+            b_times.append(got["b"])
+        if enough is None or target >= limit or enough(a_times, b_times):
+            return a_times, b_times
+        target = min(limit, target + BLOCK)
 
 
 def interleave(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[float]], pairs: int,
@@ -137,18 +160,12 @@ def interleave(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[
     if pairs < 1 or per_turn < 1:
         raise ValueError(f"pairs and per_turn must be >= 1, got {pairs} and {per_turn}")
     run = {"a": run_a, "b": run_b}
-    limit = max(pairs, max_pairs or pairs)
-    a_times: list[float] = []
-    b_times: list[float] = []
-    target = pairs
-    while True:
-        for first, second in abba_order(target)[len(a_times):]:
-            got = {first: min(run[first](per_turn)), second: min(run[second](per_turn))}
-            a_times.append(got["a"])
-            b_times.append(got["b"])
-        if enough is None or target >= limit or enough(a_times, b_times):
-            return a_times, b_times
-        target = min(limit, target + BLOCK)
+
+    def pair(i: int) -> dict[str, float]:
+        first, second = _sides(i)
+        return {first: min(run[first](per_turn)), second: min(run[second](per_turn))}
+
+    return _in_blocks(pair, pairs, max(pairs, max_pairs or pairs), enough)
 
 
 def bracket(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[float]], triplets: int,
@@ -168,21 +185,15 @@ def bracket(run_a: Callable[[int], list[float]], run_b: Callable[[int], list[flo
     if triplets < 1 or per_turn < 1:
         raise ValueError(f"triplets and per_turn must be >= 1, got {triplets} and {per_turn}")
     run = {"a": run_a, "b": run_b}
-    limit = max(triplets, max_triplets or triplets)
-    a_times: list[float] = []
-    b_times: list[float] = []
-    target = triplets
-    while True:
-        while len(a_times) < target:
-            outer, middle = ("a", "b") if len(a_times) % 2 == 0 else ("b", "a")
-            first = min(run[outer](per_turn))
-            got = {middle: min(run[middle](per_turn))}
-            got[outer] = (first + min(run[outer](per_turn))) / 2
-            a_times.append(got["a"])
-            b_times.append(got["b"])
-        if enough is None or target >= limit or enough(a_times, b_times):
-            return a_times, b_times
-        target = min(limit, target + BLOCK)
+
+    def triplet(i: int) -> dict[str, float]:
+        outer, middle = _sides(i)
+        first = min(run[outer](per_turn))
+        got = {middle: min(run[middle](per_turn))}
+        got[outer] = (first + min(run[outer](per_turn))) / 2
+        return got
+
+    return _in_blocks(triplet, triplets, max(triplets, max_triplets or triplets), enough)
 
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,

@@ -220,15 +220,16 @@ def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, 
         return None
     ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
     try:
-        ratio = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size), res.device,
-                                             s.paired_rounds, s.warmup, s.seed, s.paired_max_rounds,
-                                             s.paired_target_ci)
+        ratio, base, cand = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size),
+                                                         res.device, s.paired_rounds, s.warmup, s.seed,
+                                                         s.paired_max_rounds, s.paired_target_ci)
     except Exception as exc:
         if not is_oom(exc):
             raise
         res.free_device_memory()
         return None
-    return ratio.to_json()
+    return {**ratio.to_json(), "baseline_turns_ms": [round(t * 1e3, 4) for t in base],
+            "candidate_turns_ms": [round(t * 1e3, 4) for t in cand]}
 
 
 def _crosscheck(ctx: Context, benchmark: Any, step: Any) -> dict[str, Any] | None:

@@ -499,7 +499,7 @@ class Profile(Record):
 @dataclass(kw_only=True)
 class PairedSpeedup(Record):
     """The speedup over the baseline with both alive and their rounds interleaved in one window
-    (``densebench.paired``): the median of per-pair ratios baseline round / this round."""
+    (``densebench.paired``): the median of per-pair ratios baseline turn / this optimization's turn."""
 
     ratio: float = _field("median of the per-pair speedups", unit="x", required=True)
     ci_low: float = _field("lower end of the bootstrap confidence interval", unit="x", required=True)
@@ -508,6 +508,11 @@ class PairedSpeedup(Record):
                         required=True)
     method: str = _field("how it was computed (paired.METHOD)", required=True)
     confidence: float | None = _field("the interval's confidence level (0.95 = 95%)")
+    baseline_turns_ms: list[float] | None = _field(
+        "the baseline's turn times, pair by pair (each turn's fastest round): any other statistic can be "
+        "recomputed from them (scripts/speedup_estimators.py --from)", unit="ms", optional=True)
+    candidate_turns_ms: list[float] | None = _field("this optimization's turn times, aligned with "
+                                                    "baseline_turns_ms", unit="ms", optional=True)
 
 
 @dataclass(kw_only=True)

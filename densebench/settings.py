@@ -408,7 +408,8 @@ OPTIONS: tuple[Option, ...] = (
            "untimed warm-up passes per optimization and batch size", "N"),
     Option("paired_rounds", "20", _integer(0),
            "after timing, pairs of rounds of this optimization and the baseline, interleaved (ABBA) in one "
-           "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI (0 or 1 = off)",
+           "window: extra_info.speedup is the median of the paired ratios with a bootstrap CI, and every pair's "
+           "turn times (0 or 1 = off)",
            "interleaved rounds with the baseline for the paired speedup and its CI (`0` or `1`: off)", "N"),
     Option("paired_target_ci", "0.03", _fraction(),
            "after the first --densebench-paired-rounds pairs, more pairs (blocks of 10) until the paired "

@@ -10,6 +10,7 @@ import time
 from types import SimpleNamespace
 
 import psutil
+import pytest
 
 from densebench import noise, paired, summary, timing
 from densebench.measure import Measurement
@@ -74,10 +75,13 @@ def test_a_run_records_paired_speedups_ftz_and_noise(run_suite, tmp_path) -> Non
     assert "speedup" not in info["baseline-bs1"]
     for name in ("channels_last-bs1", "ftz+channels_last-bs1"):
         sp = info[name]["speedup"]
-        assert sp["ci_low"] <= sp["ratio"] <= sp["ci_high"] and sp["method"]
+        assert sp["ci_low"] <= sp["ratio"] <= sp["ci_high"] and sp["method"] == paired.METHOD
         half_width = (sp["ci_high"] - sp["ci_low"]) / 2 / sp["ratio"]
         # 6 pairs, then 10 more only while the CI is wider than +-2%; never past 16
         assert sp["pairs"] in (6, 16) and (sp["pairs"] == 16 or half_width <= 0.02), sp
+        base, cand = sp["baseline_turns_ms"], sp["candidate_turns_ms"]  # the turns behind it, for any statistic
+        assert len(base) == len(cand) == sp["pairs"]
+        assert paired.paired_ratio(base, cand).ratio == pytest.approx(sp["ratio"], rel=1e-4)
     assert info["ftz+channels_last-bs1"]["denormals_flushed"] is True
     assert info["channels_last-bs1"]["denormals_flushed"] is False
     assert info["ftz+channels_last-bs1"]["parity"]["passed"]

@@ -227,12 +227,19 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confi
     median = float(np.median(ratios))
     if np.ptp(ratios) == 0:  # every pair agrees: the bootstrap has nothing to resample
         return PairedRatio(median, median, median, int(num.size), confidence=confidence)
+    low, high = _percentile_ci((ratios,), np.median, confidence, resamples, seed)
+    return PairedRatio(median, low, high, int(num.size), confidence=confidence)
+
+
+def _percentile_ci(data: tuple[np.ndarray, ...], statistic: Callable[..., Any], confidence: float, resamples: int,
+                   seed: int | None, paired: bool = False) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``data`` (``scipy.stats.bootstrap``; ``paired``
+    resamples the samples' entries together); a fixed ``seed`` repeats it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant data; the interval stays valid
-        result = stats.bootstrap((ratios,), np.median, confidence_level=confidence, n_resamples=resamples,
-                                 method="percentile", rng=np.random.default_rng(seed))
-    ci = result.confidence_interval
-    return PairedRatio(median, float(ci.low), float(ci.high), int(num.size), confidence=confidence)
+        ci = stats.bootstrap(data, statistic, paired=paired, confidence_level=confidence, n_resamples=resamples,
+                             method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def _aligned(numerator: Sequence[float], denominator: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -272,14 +279,9 @@ def quantile_ratio(numerator: Sequence[float], denominator: Sequence[float], qua
     method = quantile_method(quantile)
     if np.ptp(num) == 0 and np.ptp(den) == 0:  # nothing for the bootstrap to resample
         return PairedRatio(point, point, point, int(num.size), method, confidence)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant data; the interval stays valid
-        result = stats.bootstrap((num, den), lambda n, d, axis: harrell_davis(n, quantile, axis)
-                                 / harrell_davis(d, quantile, axis), paired=True, vectorized=True,
-                                 confidence_level=confidence, n_resamples=resamples, method="percentile",
-                                 rng=np.random.default_rng(seed))
-    ci = result.confidence_interval
-    return PairedRatio(point, float(ci.low), float(ci.high), int(num.size), method, confidence)
+    low, high = _percentile_ci((num, den), lambda n, d, axis: harrell_davis(n, quantile, axis)
+                               / harrell_davis(d, quantile, axis), confidence, resamples, seed, paired=True)
+    return PairedRatio(point, low, high, int(num.size), method, confidence)
 
 
 def sequential_ratio(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,

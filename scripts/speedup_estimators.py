@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 from gate_power import LOAD
+from speedup_designs import side
 
-from densebench import paired, timing
+from densebench import paired
 from densebench.optimizations import build_runner
 from densebench.resources import Resources
 from densebench.settings import Settings
@@ -57,13 +58,8 @@ def record(names: list[str], pairs: int, batch_size: int, image_size: int) -> di
     res.prepare()
     batch = res.data.batch(batch_size)
 
-    def side(name: str, log: list[Any], tag: str) -> Callable[[int], list[float]]:
-        runner = build_runner(name, res.model, batch, res.context())
-        with runner.activated():
-            step = timing.make_step(runner, runner.prepare(batch), res.device)
-            for _ in range(3):
-                step()
-        rounds = paired._timed_rounds(runner, step)
+    def logged(built: tuple[Any, Any], log: list[Any], tag: str) -> Callable[[int], list[float]]:
+        rounds = paired._timed_rounds(*built)
 
         def run(k: int) -> list[float]:
             start = time.time()
@@ -72,13 +68,14 @@ def record(names: list[str], pairs: int, batch_size: int, image_size: int) -> di
             return times
         return run
 
+    baseline = side(build_runner("baseline", res.model, batch, res.context()), batch, res.device)
     out: dict[str, Any] = {}
     for name in names:
         log: list[Any] = []
-        base, cand = side("baseline", log, "a"), side(name, log, "b")
+        candidate = side(build_runner(name, res.model, batch, res.context()), batch, res.device)
         gc.collect()
         gc.disable()
-        paired.interleave(base, cand, pairs, per_turn=2)
+        paired.interleave(logged(baseline, log, "a"), logged(candidate, log, "b"), pairs, per_turn=2)
         gc.enable()
         out[name] = log
         print(f"recorded {name}: {pairs} pairs", file=sys.stderr, flush=True)
@@ -110,18 +107,22 @@ def load(path: str) -> dict[str, tuple[list[float], list[float]]]:
     return out
 
 
+def served(times: list[float]) -> Callable[[int], list[float]]:
+    """A side for ``paired.interleave`` that hands out recorded turn times in order, ``k`` at a time."""
+    turn = iter(times)
+    return lambda k: [next(turn) for _ in range(k)]
+
+
 def replay(base: list[float], cand: list[float], stat: Callable[..., paired.PairedRatio]) -> str:
+    """Run ``paired.interleave``'s own sequential stopping on recorded turns from every STEP-th pair."""
     whole = stat(base, cand)
     reached, used, held, starts = 0, [], 0, range(0, len(base) - LIMIT + 1, STEP)
     for s in starts:
-        n = FIRST
-        while True:
-            r = stat(base[s:s + n], cand[s:s + n])
-            if r.half_width <= TARGET or n >= LIMIT:
-                break
-            n += 10
+        a, b = paired.interleave(served(base[s:]), served(cand[s:]), FIRST, max_pairs=LIMIT,
+                                 enough=lambda a, b: stat(a, b).half_width <= TARGET)
+        r = stat(a, b)
         reached += r.half_width <= TARGET
-        used.append(n)
+        used.append(len(a))
         held += r.ci_low <= whole.ratio <= r.ci_high
     return (f"{whole.ratio:7.3f} +-{100 * whole.half_width:4.1f}%  {reached:2d}/{len(starts):<2d}"
             f"  {np.mean(used):5.1f}  {held:2d}/{len(starts)}")
@@ -151,7 +152,7 @@ def main() -> None:
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump(data, f)
         data = {name: turns(log) for name, log in data.items()}
-    print(f"replaying {FIRST} pairs + blocks of 10 up to {LIMIT} to +-{TARGET:.0%}, "
+    print(f"replaying {FIRST} pairs + blocks of {paired.BLOCK} up to {LIMIT} to +-{TARGET:.0%}, "
           f"from every {STEP}th pair")
     print("optimization       pairs statistic  speedup  CI hw  reached pairs  held")
     for name, (base, cand) in data.items():

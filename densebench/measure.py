@@ -219,10 +219,14 @@ def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, 
     if runner.name == "baseline" or s.paired_rounds < 2:
         return None
     ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
+
+    def progress(pairs: int, half_width: float) -> None:  # after each block of sequential stopping
+        ctx.stage(runner.name, batch_size, f"paired rounds with the baseline: {pairs} pairs, CI +-{half_width:.1%} "
+                  f"(target +-{s.paired_target_ci:.1%}, at most {s.paired_max_rounds} pairs)")
     try:
         ratio, base, cand = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size),
                                                          res.device, s.paired_rounds, s.warmup, s.seed,
-                                                         s.paired_max_rounds, s.paired_target_ci)
+                                                         s.paired_max_rounds, s.paired_target_ci, progress)
     except Exception as exc:
         if not is_oom(exc):
             raise

@@ -297,11 +297,18 @@ def sequential_ratio(numerator: Sequence[float], denominator: Sequence[float], c
                        confidence)
 
 
-def until_half_width(target: float, seed: int | None = 0) -> Callable[[list[float], list[float]], bool]:
+def until_half_width(target: float, seed: int | None = 0, progress: Callable[[int, float], None] | None = None,
+                     ) -> Callable[[list[float], list[float]], bool]:
     """A stopping rule for :func:`interleave` of a speedup (A the baseline, B the candidate): enough once the
     CI half-width of the speedup A/B (:func:`paired_ratio`, relative to the ratio, see
-    :attr:`PairedRatio.half_width`) is at most ``target`` (0.03 = +-3%), the interval the run then records."""
-    return lambda a, b: paired_ratio(a, b, seed=seed).half_width <= target
+    :attr:`PairedRatio.half_width`) is at most ``target`` (0.03 = +-3%), the interval the run then records.
+    ``progress(pairs, half_width)``, when given, hears each check (for the run's progress line)."""
+    def enough(a: list[float], b: list[float]) -> bool:
+        half_width = paired_ratio(a, b, seed=seed).half_width
+        if progress is not None:
+            progress(len(a), half_width)
+        return half_width <= target
+    return enough
 
 
 def until_decided(threshold: float, seed: int | None = 0) -> Callable[[list[float], list[float]], bool]:
@@ -337,10 +344,13 @@ def _timed_rounds(runner: Any, step: Callable[[], Any], iterations: int = 1) -> 
 
 def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any, pairs: int, warmup: int,
                           seed: int = 0, max_pairs: int | None = None,
-                          target_half_width: float | None = None) -> tuple[PairedRatio, list[float], list[float]]:
+                          target_half_width: float | None = None,
+                          progress: Callable[[int, float], None] | None = None,
+                          ) -> tuple[PairedRatio, list[float], list[float]]:
     """The candidate's speedup over the baseline, both runners alive, ``pairs`` ABBA-interleaved rounds;
     with ``target_half_width`` (e.g. 0.03) more pairs follow, up to ``max_pairs``, until the CI's
-    half-width relative to the ratio is at most that (sequential stopping, :func:`interleave`).
+    half-width relative to the ratio is at most that (sequential stopping, :func:`interleave`), and
+    ``progress(pairs, half_width)`` hears each check.
 
     ``batch`` is the CPU float32 NCHW batch both prepare for themselves (untimed); each side gets
     ``warmup`` untimed passes first. Each round is one synchronized forward pass (``timing.Step``),
@@ -361,7 +371,7 @@ def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any
     gc.collect()
     gc.disable()
     try:
-        enough = until_half_width(target_half_width, seed) if target_half_width else None
+        enough = until_half_width(target_half_width, seed, progress) if target_half_width else None
         base_times, cand_times = interleave(steps[0], steps[1], pairs, per_turn=1 if slowest > 1.0 else 2,
                                             max_pairs=max_pairs, enough=enough)
     finally:

@@ -116,6 +116,9 @@ def test_stopping_rules_decide_on_the_interval() -> None:
     b = [t * 1.05 * rng.uniform(0.9, 1.1) for t in a]  # B/A around the 5% edge, +-10% per pair
     assert not paired.until_decided(0.05)(a, b)
     assert paired.until_half_width(0.10)(a, b) and not paired.until_half_width(0.001)(a, b)
+    heard: list[tuple[int, float]] = []  # the run's progress line hears each check: pairs so far, CI half-width
+    assert not paired.until_half_width(0.001, progress=lambda n, hw: heard.append((n, hw)))(a, b)
+    assert heard == [(10, pytest.approx(paired.paired_ratio(a, b).half_width))] and heard[0][1] > 0.001
 
 
 def loaded_window(n: int, ratio: float, seed: int) -> tuple[list[float], list[float]]:

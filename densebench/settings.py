@@ -416,7 +416,7 @@ OPTIONS: tuple[Option, ...] = (
            "speedup's 95% CI half-width is at most this fraction of the ratio (0.03 = +-3%), up to "
            "--densebench-paired-max-rounds (0 = a fixed count of pairs)",
            "CI half-width the paired speedup runs more pairs to reach (`0`: fixed count)", "FRACTION"),
-    Option("paired_max_rounds", "60", _integer(0),
+    Option("paired_max_rounds", "120", _integer(0),
            "most pairs the paired speedup may run to reach --densebench-paired-target-ci (at or below "
            "--densebench-paired-rounds: a fixed count)",
            "most pairs run to reach the target CI", "N"),

@@ -221,8 +221,8 @@ def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, 
     ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
 
     def progress(pairs: int, half_width: float) -> None:  # after each block of sequential stopping
-        ctx.stage(runner.name, batch_size, f"paired rounds with the baseline: {pairs} pairs, CI +-{half_width:.1%} "
-                  f"(target +-{s.paired_target_ci:.1%}, at most {s.paired_max_rounds} pairs)")
+        ctx.stage(runner.name, batch_size, f"paired rounds: {pairs}/{s.paired_max_rounds} pairs, "
+                  f"CI +-{half_width:.1%} (target +-{s.paired_target_ci * 100:g}%)")
     try:
         ratio, base, cand = paired.speedup_over_baseline(res.paired_baseline, runner, res.data.batch(batch_size),
                                                          res.device, s.paired_rounds, s.warmup, s.seed,

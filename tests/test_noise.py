@@ -88,8 +88,7 @@ def test_a_run_records_paired_speedups_ftz_and_noise(run_suite, tmp_path) -> Non
     assert info["ftz+channels_last-bs1"]["parity"]["passed"]
     assert all(i["noise"]["cv"] is not None and i["noise"]["window_s"] > 0 for i in info.values())
     stdout = run.result.stdout.str()
-    checks = re.findall(r"channels_last bs1: paired rounds with the baseline: (\d+) pairs, CI \+-[\d.]+% "
-                        r"\(target \+-2\.0%, at most 16 pairs\)", stdout)
+    checks = re.findall(r"channels_last bs1: paired rounds: (\d+)/16 pairs, CI \+-[\d.]+% \(target \+-2%\)", stdout)
     assert checks and checks[0] == "6", stdout[-3000:]  # each check of the stopping rule shows in the progress
     for i in info.values():  # a warning exactly when the rounds varied more than the 5% gate threshold
         warning = i["noise"].get("warning")

@@ -97,7 +97,7 @@ def paired_target_line(outcomes: Iterable[dict[str, Any]], target: float, shown:
     more = f" and {len(wide) - shown} more" if len(wide) > shown else ""
     return (f"densebench: paired speedups: {len(wide)} of {len(measured)} did not reach the "
             f"+-{target * 100:g}% CI target: {named}{more}; more pairs (--densebench-paired-max-rounds) or a "
-            "quieter machine narrow them; each CI is in extra_info.speedup")
+            "quieter machine may narrow them; each CI is in extra_info.speedup")
 
 
 def terminal_lines(outcomes: list[dict[str, Any]], latency_budget_ms: float | None = None,

@@ -180,7 +180,7 @@ def test_paired_speedups_short_of_the_target_fold_into_one_line() -> None:
     line = summary.paired_target_line(outcomes, 0.03)
     assert line == ("densebench: paired speedups: 2 of 3 did not reach the +-3% CI target: openvino at batch 8 "
                     "+-7.7% after 60 pairs, jit at batch 8 +-3.7% after 60 pairs; more pairs "
-                    "(--densebench-paired-max-rounds) or a quieter machine narrow them; each CI is in "
+                    "(--densebench-paired-max-rounds) or a quieter machine may narrow them; each CI is in "
                     "extra_info.speedup")
     assert line in summary.terminal_lines(outcomes, paired_target=0.03)
     assert summary.paired_target_line(outcomes, 0.10) is None  # every CI within +-10%

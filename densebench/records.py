@@ -508,6 +508,9 @@ class PairedSpeedup(Record):
                         required=True)
     method: str = _field("how it was computed (paired.METHOD)", required=True)
     confidence: float | None = _field("the interval's confidence level (0.95 = 95%)")
+    ci_block: int | None = _field("consecutive pairs the bootstrap resampled together, estimated from the pairs' "
+                                  "autocorrelation (paired.block_length; 1 = each pair on its own); absent in "
+                                  "results written before it: the plain bootstrap", unit="pairs")
     baseline_turns_ms: list[float] | None = _field(
         "the baseline's turn times, pair by pair (each turn's fastest round): any other statistic can be "
         "recomputed from them (scripts/speedup_estimators.py --from)", unit="ms", optional=True)

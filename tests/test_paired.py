@@ -166,6 +166,48 @@ def test_identical_pairs_give_a_zero_width_interval() -> None:
     assert (result.ratio, result.ci_low, result.ci_high) == (2.0, 2.0, 2.0)
 
 
+def two_state_window(pairs: int, stretch: int, seed: int) -> tuple[list[float], list[float]]:
+    """Baseline and candidate turns (seconds) of a machine that switches between quiet and busy every
+    ``stretch`` pairs, the busy state slowing the candidate more (speedup 7.2x quiet, 5.4x busy, as
+    openvino's on the development VM), with 2% noise per turn."""
+    rng = random.Random(seed)
+    base, cand = [], []
+    for i in range(pairs):
+        busy = (i // stretch) % 2 == 1
+        base.append(0.62 * rng.uniform(0.98, 1.02) if busy else 0.425 * rng.uniform(0.98, 1.02))
+        cand.append(base[-1] / (5.4 if busy else 7.2) * rng.uniform(0.98, 1.02))
+    return base, cand
+
+
+def test_autocorrelated_pairs_are_resampled_in_blocks_and_widen_the_interval() -> None:
+    base, cand = two_state_window(100, 20, seed=5)
+    auto = paired.paired_ratio(base, cand)
+    plain = paired.paired_ratio(base, cand, block=1)
+    assert auto.block == 10, auto  # the stretches are 20 pairs long: capped at a tenth of the 100 pairs
+    assert plain.block == 1 and auto.ratio == plain.ratio
+    assert auto.half_width > 1.5 * plain.half_width, (auto, plain)
+    assert auto.ci_low <= plain.ci_low and plain.ci_high <= auto.ci_high  # never narrower than the plain one
+    assert paired.PairedRatio.from_json(auto.to_json()) == auto and auto.to_json()["ci_block"] == auto.block
+    fixed = paired.paired_ratio(base, cand, block=5, seed=3)
+    assert fixed.block == 5 and fixed == paired.paired_ratio(base, cand, block=5, seed=3)
+
+
+def test_independent_pairs_keep_the_plain_bootstrap() -> None:
+    """The block length estimate is noisy on few pairs; on independent ones it is mostly 1 and small."""
+    lengths = []
+    for seed in range(40):
+        a, b = loaded_window(100, 1.1, seed=seed)  # independent load per pair
+        lengths.append(paired.block_length([x / y for x, y in zip(b, a, strict=True)]))
+    assert sorted(lengths)[len(lengths) // 2] == 1 and max(lengths) <= 10, lengths
+    assert paired.block_length([1.0, 1.1] * 9) == 1  # below MIN_PAIRS_FOR_BLOCKS: too few to estimate
+    assert paired.block_length([1.5] * 30) == 1
+    old = paired.PairedRatio(1.2, 1.1, 1.3, 20).to_json()
+    del old["ci_block"]  # written before blocks existed: the plain bootstrap
+    assert paired.PairedRatio.from_json(old).block == 1
+    with pytest.raises(ValueError, match="block must be at least 1"):
+        paired.paired_ratio(a, b, block=0)
+
+
 @pytest.mark.parametrize(("num", "den", "message"), [
     ([1.0, 2.0], [1.0], "must align"),
     ([1.0], [1.0], "at least 2 pairs"),

@@ -277,11 +277,17 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
     return doc, 1 if doc["verdict"] == "regression" else 0
 
 
+def _blocks(ratio: dict[str, Any]) -> str:
+    """', autocorrelated: CI over blocks of k pairs' when the bootstrap resampled blocks, else ''."""
+    block = ratio.get("ci_block", 1)
+    return f", autocorrelated: CI over blocks of {block} pairs" if block > 1 else ""
+
+
 def lines(doc: dict[str, Any]) -> list[str]:
     """The verdict in words, and a warning when the noise exceeds the threshold gated on."""
     r, threshold = doc["ratio_b_over_a"], doc["threshold"]
     out = [f"densebench ab: B/A time ratio {r['ratio']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}, "
-           f"{r['pairs']} pairs; median of paired ratios): {doc['verdict']} at a {threshold:.0%} threshold"]
+           f"{r['pairs']} pairs{_blocks(r)}; median of paired ratios): {doc['verdict']} at a {threshold:.0%} threshold"]
     if not doc.get("decided", True):
         out.append(f"undecided: after {r['pairs']} pairs the CI still reaches over 1 +- {threshold:.0%}; the "
                    "difference, if any, is near the threshold (--max-pairs runs more)")

@@ -86,14 +86,15 @@ def best_under_budget(rows: Iterable[Row], budget_ms: float) -> Row | None:
 
 def paired_target_line(outcomes: Iterable[dict[str, Any]], target: float, shown: int = 4) -> str | None:
     """One line naming the paired speedups whose 95% CI half-width (relative to the ratio) is still above
-    ``target`` (0.03 = +-3%, ``--densebench-paired-target-ci``), widest first, with the pairs each took;
+    ``target`` (0.03 = +-3%, ``--densebench-paired-target-ci``), widest first, with the pairs each took and,
+    where the bootstrap resampled blocks of autocorrelated pairs, their length;
     None when every one reached it or ``target`` is 0 (a fixed count of pairs, no target)."""
     measured = [(PairedRatio.from_json(o["speedup"]), o) for o in outcomes if o.get("speedup")]
     wide = sorted((m for m in measured if m[0].half_width > target), key=lambda m: -m[0].half_width)
     if target <= 0 or not wide:
         return None
     named = ", ".join(f"{o['optimization']} at batch {o['batch_size']} +-{r.half_width:.1%} after {r.pairs} pairs"
-                      for r, o in wide[:shown])
+                      + (f" (autocorrelated: blocks of {r.block})" if r.block > 1 else "") for r, o in wide[:shown])
     more = f" and {len(wide) - shown} more" if len(wide) > shown else ""
     return (f"densebench: paired speedups: {len(wide)} of {len(measured)} did not reach the "
             f"+-{target * 100:g}% CI target: {named}{more}; more pairs (--densebench-paired-max-rounds) or a "

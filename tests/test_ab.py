@@ -164,3 +164,17 @@ def test_auto_threads_leave_a_core_to_other_processes_on_the_cpu_only() -> None:
     assert threads_for("auto", "cpu") == max(1, cores - 1)
     assert threads_for("auto", "cuda") is None and threads_for("all", "cpu") is None
     assert threads_for("3", "cpu") == 3
+
+
+def test_the_verdict_line_says_when_the_ci_came_from_blocks_of_autocorrelated_pairs() -> None:
+    from densebench import paired
+
+    def verdict_line(block: int) -> str:
+        result = paired.PairedRatio(1.02, 0.99, 1.05, 40, block=block)
+        doc = {"ratio_b_over_a": result.to_json(), "threshold": 0.05, "verdict": "no change shown", "decided": True,
+               "varied": [], "packages_differ": [], "half_width": result.half_width, "interference": None}
+        return ab.lines(doc)[0]
+
+    assert verdict_line(4) == ("densebench ab: B/A time ratio 1.020 (95% CI 0.990-1.050, 40 pairs, autocorrelated: "
+                               "CI over blocks of 4 pairs; median of paired ratios): no change shown at a 5% threshold")
+    assert "blocks" not in verdict_line(1)

@@ -169,17 +169,19 @@ def test_the_noisy_benchmarks_of_a_run_fold_into_one_terminal_line() -> None:
 
 
 def test_paired_speedups_short_of_the_target_fold_into_one_line() -> None:
-    def outcome(name: str, batch_size: int, low: float, high: float, pairs: int) -> dict:
+    def outcome(name: str, batch_size: int, low: float, high: float, pairs: int, block: int = 1) -> dict:
         return {**_outcome(name, batch_size, _rounds(40, 0.01), QUIET),
-                "speedup": {"ratio": (low + high) / 2, "ci_low": low, "ci_high": high, "pairs": pairs}}
+                "speedup": {"ratio": (low + high) / 2, "ci_low": low, "ci_high": high, "pairs": pairs,
+                            "ci_block": block}}
 
     outcomes = [_outcome("baseline", 8, _rounds(40, 0.01), QUIET),
                 outcome("int8", 8, 5.9, 6.1, 20),  # +-1.7%: reached
-                outcome("openvino", 8, 6.0, 7.0, 60),  # +-7.7%
+                outcome("openvino", 8, 6.0, 7.0, 60, block=6),  # +-7.7%, its pairs autocorrelated
                 outcome("jit", 8, 1.04, 1.12, 60)]  # +-3.7%
     line = summary.paired_target_line(outcomes, 0.03)
     assert line == ("densebench: paired speedups: 2 of 3 did not reach the +-3% CI target: openvino at batch 8 "
-                    "+-7.7% after 60 pairs, jit at batch 8 +-3.7% after 60 pairs; more pairs "
+                    "+-7.7% after 60 pairs (autocorrelated: blocks of 6), jit at batch 8 +-3.7% after 60 pairs; "
+                    "more pairs "
                     "(--densebench-paired-max-rounds) or a quieter machine may narrow them; each CI is in "
                     "extra_info.speedup")
     assert line in summary.terminal_lines(outcomes, paired_target=0.03)

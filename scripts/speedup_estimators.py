@@ -7,9 +7,12 @@ when it ran. With ``--load`` a background process switches between busy (one cor
 every 0.3-2 s, as in scripts/gate_power.py. Then, per optimization and statistic:
 
 * ``median``: :func:`densebench.paired.paired_ratio`, the median of the per-pair ratios (the speedup's
-  statistic in ``densebench run``);
-* ``median-b5``: the same median, its CI from a circular block bootstrap over runs of 5 pairs, which
-  keeps stretches of a busy or quiet machine together (:func:`block_median`);
+  statistic in ``densebench run``), its CI from a bootstrap over blocks of consecutive pairs whose length
+  is estimated from the pairs (:func:`densebench.paired.block_length`; 1 = the plain bootstrap);
+* ``median-iid``: the same median, its CI from the plain bootstrap (every pair on its own: the run's CI
+  until 2026-12-06);
+* ``median-b5``: the same median, its CI from a circular block bootstrap over runs of a fixed 5 pairs
+  (:func:`block_median`);
 * ``hd0.1`` ... ``hd0.3``: :func:`densebench.paired.quantile_ratio`, the ratio of the two sides'
   Harrell-Davis quantiles of their turn times (the alternative measured);
 
@@ -49,25 +52,15 @@ from densebench.settings import Settings
 TARGET, FIRST, LIMIT, STEP = 0.03, 20, 60, 5  # LIMIT: the run's default cap when the study was made (now 120)
 
 
-def block_median(base: list[float], cand: list[float], block: int = 5, resamples: int = 2000) -> paired.PairedRatio:
-    """The run's median of paired ratios, its 95% percentile CI from a circular block bootstrap (D. N. Politis
-    and J. P. Romano, "A circular block-resampling procedure for stationary data", in *Exploring the Limits
-    of Bootstrap*, LePage & Billard eds., Wiley 1992): the pairs are resampled in runs of ``block``
-    consecutive pairs (wrapping at the end), so stretches of a busy or quiet machine stay together (the
-    plain bootstrap treats the pairs as independent). ``block`` = 5 is a fixed choice, not a fitted one."""
-    ratios = np.asarray(base) / np.asarray(cand)
-    n = ratios.size
-    if np.ptp(ratios) == 0:  # every pair agrees: nothing to resample
-        return paired.PairedRatio(float(ratios[0]), float(ratios[0]), float(ratios[0]), n)
-    starts = np.random.default_rng(0).integers(0, n, (resamples, -(-n // block)))
-    picks = ((starts[:, :, None] + np.arange(block)) % n).reshape(resamples, -1)[:, :n]
-    low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
-    return paired.PairedRatio(float(np.median(ratios)), float(low), float(high), n,
-                              f"median of paired ratios, circular block bootstrap CI (blocks of {block} pairs)")
+def block_median(base: list[float], cand: list[float], block: int = 5) -> paired.PairedRatio:
+    """The run's median of paired ratios, its CI from a circular block bootstrap over runs of ``block``
+    consecutive pairs (wrapping at the end), a fixed choice instead of ``paired.block_length``'s estimate."""
+    return paired.paired_ratio(base, cand, block=block)
 
 
 STATISTICS: dict[str, Callable[[list[float], list[float]], paired.PairedRatio]] = {
     "median": paired.paired_ratio,
+    "median-iid": lambda base, cand: paired.paired_ratio(base, cand, block=1),
     "median-b5": block_median,
     **{f"hd{q:g}": (lambda base, cand, q=q: paired.quantile_ratio(base, cand, q)) for q in (0.1, 0.15, 0.2, 0.3)},
 }

@@ -173,13 +173,13 @@ def main() -> None:
         data = {name: turns(log) for name, log in data.items()}
     print(f"replaying {FIRST} pairs + blocks of {paired.BLOCK} up to {args.limit} to +-{TARGET:.0%}, "
           f"from every {STEP}th pair")
-    print("optimization       pairs statistic  speedup  CI hw  reached pairs  held")
+    print("optimization       pairs statistic   speedup  CI hw  reached pairs  held")
     for name, (base, cand) in data.items():
         ratios = np.asarray(base) / np.asarray(cand)
         print(f"{name:18s} {len(base):5d} lag-1 autocorrelation of the per-pair ratios: "
               f"{np.corrcoef(ratios[:-1], ratios[1:])[0, 1]:.2f}")
         for label, stat in STATISTICS.items():
-            print(f"{name:18s} {len(base):5d} {label:9s} {replay(base, cand, stat, args.limit)}", flush=True)
+            print(f"{name:18s} {len(base):5d} {label:10s} {replay(base, cand, stat, args.limit)}", flush=True)
 
 
 if __name__ == "__main__":

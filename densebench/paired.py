@@ -152,7 +152,7 @@ class PairedRatio:
     def from_json(cls, doc: dict[str, Any]) -> PairedRatio:
         return cls(float(doc["ratio"]), float(doc["ci_low"]), float(doc["ci_high"]), int(doc["pairs"]),
                    str(doc.get("method", METHOD)), float(doc.get("confidence", 0.95)),
-                   int(doc.get("ci_block", 1)))  # absent: written before blocks, by the plain bootstrap
+                   int(doc.get("ci_block") or 1))  # absent or null: written before blocks, the plain bootstrap
 
 
 def _sides(i: int) -> tuple[str, str]:
@@ -245,16 +245,16 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], confi
     1 is the plain bootstrap. Raises ValueError when the lengths differ, fewer than 2 pairs are given, a
     time is not positive, or ``block`` is below 1."""
     num, den = _aligned(numerator, denominator)
-    if block is not None and block < 1:
-        raise ValueError(f"block must be at least 1 pair, got {block}")
+    if block is not None and (not isinstance(block, (int, np.integer)) or block < 1):
+        raise ValueError(f"block must be a whole number of pairs, at least 1, got {block!r}")
     ratios = num / den
     median = float(np.median(ratios))
     if np.ptp(ratios) == 0:  # every pair agrees: the bootstrap has nothing to resample
         return PairedRatio(median, median, median, int(num.size), confidence=confidence)
-    block = block_length(ratios) if block is None else min(block, ratios.size)
+    block = block_length(ratios) if block is None else int(min(block, ratios.size))
     low, high = _percentile_ci((ratios,), np.median, confidence, resamples, seed)
     if block > 1:
-        from arch.bootstrap import CircularBlockBootstrap  # pandas and statsmodels behind it: import when needed
+        from arch.bootstrap import CircularBlockBootstrap  # imported before the pairs by load_block_bootstrap
 
         ci = CircularBlockBootstrap(block, ratios, seed=np.random.default_rng(seed)).conf_int(
             np.median, reps=resamples, method="percentile", size=confidence)
@@ -275,7 +275,7 @@ def block_length(ratios: np.ndarray) -> int:
     ratios = np.asarray(ratios, dtype=float)
     if ratios.size < MIN_PAIRS_FOR_BLOCKS or np.ptp(ratios) == 0:
         return 1
-    from arch.bootstrap import optimal_block_length
+    from arch.bootstrap import optimal_block_length  # imported before the pairs by load_block_bootstrap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 on near-constant ratios: caught as not finite
@@ -283,6 +283,12 @@ def block_length(ratios: np.ndarray) -> int:
     if not np.isfinite(estimate):
         return 1
     return int(max(1, min(round(estimate), ratios.size // 10)))
+
+
+def load_block_bootstrap() -> None:
+    """Import ``arch.bootstrap`` (and the pandas and statsmodels behind it: ~2 s on 2 cores) now, before
+    pairs are timed, so the first check of a stopping rule does not leave a gap in the measured window."""
+    import arch.bootstrap  # noqa: F401
 
 
 def _percentile_ci(data: tuple[np.ndarray, ...], statistic: Callable[..., Any], confidence: float, resamples: int,
@@ -421,6 +427,7 @@ def speedup_over_baseline(baseline: Any, candidate: Any, batch: Any, device: Any
                 step()
         steps.append(_timed_rounds(runner, step))
     slowest = max(min(run(1)) for run in steps)
+    load_block_bootstrap()
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()

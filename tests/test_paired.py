@@ -3,9 +3,11 @@ alternative measured), and their intervals."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
+import numpy as np
 import pytest
 
 from densebench import paired
@@ -204,8 +206,13 @@ def test_independent_pairs_keep_the_plain_bootstrap() -> None:
     old = paired.PairedRatio(1.2, 1.1, 1.3, 20).to_json()
     del old["ci_block"]  # written before blocks existed: the plain bootstrap
     assert paired.PairedRatio.from_json(old).block == 1
-    with pytest.raises(ValueError, match="block must be at least 1"):
-        paired.paired_ratio(a, b, block=0)
+    old["ci_block"] = None  # the schema allows null: the same
+    assert paired.PairedRatio.from_json(old).block == 1
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="block must be a whole number of pairs, at least 1"):
+            paired.paired_ratio(a, b, block=bad)
+    numpy_block = paired.paired_ratio(a, b, block=np.int64(3))  # e.g. from an array of block lengths
+    assert type(numpy_block.block) is int and json.dumps(numpy_block.to_json())
 
 
 @pytest.mark.parametrize(("num", "den", "message"), [

@@ -261,6 +261,7 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
         say(f"densebench ab: {pairs} pairs of turns{more} ({per_turn} rounds each, the fastest counts), "
             "ABBA-interleaved")
         device = SimpleNamespace(type=info_a["device"].split(":")[0])
+        paired.load_block_bootstrap()
         ta, tb, every, seen = measure_pairs(wa, wb, pairs, per_turn, device, max_pairs,
                                             paired.until_decided(threshold, seed))
     result = paired.paired_ratio(tb, ta, seed=seed)
@@ -278,9 +279,9 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
 
 
 def _blocks(ratio: dict[str, Any]) -> str:
-    """', autocorrelated: CI over blocks of k pairs' when the bootstrap resampled blocks, else ''."""
-    block = ratio.get("ci_block", 1)
-    return f", autocorrelated: CI over blocks of {block} pairs" if block > 1 else ""
+    """', autocorrelated: CI over bootstrap blocks of k pairs' when the bootstrap resampled blocks, else ''."""
+    block = ratio.get("ci_block") or 1
+    return f", autocorrelated: CI over bootstrap blocks of {block} pairs" if block > 1 else ""
 
 
 def lines(doc: dict[str, Any]) -> list[str]:

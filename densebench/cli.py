@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     abp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for both sides")
     abp.add_argument("--pairs", type=int, default=30, help="pairs of turns, ABBA order (default 30)")
     abp.add_argument("--max-pairs", type=int, default=90,
-                     help="while the CI still reaches over an edge of 1 +- threshold, more pairs (blocks of 10) "
+                     help="while the CI still reaches over an edge of 1 +- threshold, more pairs (steps of 10) "
                           "up to this many (default 90; at or below --pairs: a fixed count)")
     abp.add_argument("--rounds-per-turn", type=int, default=2,
                      help="rounds per side per turn, the fastest counts (default 2)")

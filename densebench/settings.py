@@ -412,7 +412,7 @@ OPTIONS: tuple[Option, ...] = (
            "turn times (0 or 1 = off)",
            "interleaved rounds with the baseline for the paired speedup and its CI (`0` or `1`: off)", "N"),
     Option("paired_target_ci", "0.03", _fraction(),
-           "after the first --densebench-paired-rounds pairs, more pairs (blocks of 10) until the paired "
+           "after the first --densebench-paired-rounds pairs, more pairs (steps of 10) until the paired "
            "speedup's 95% CI half-width is at most this fraction of the ratio (0.03 = +-3%), up to "
            "--densebench-paired-max-rounds (0 = a fixed count of pairs)",
            "CI half-width the paired speedup runs more pairs to reach (`0`: fixed count)", "FRACTION"),

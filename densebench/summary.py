@@ -94,7 +94,8 @@ def paired_target_line(outcomes: Iterable[dict[str, Any]], target: float, shown:
     if target <= 0 or not wide:
         return None
     named = ", ".join(f"{o['optimization']} at batch {o['batch_size']} +-{r.half_width:.1%} after {r.pairs} pairs"
-                      + (f" (autocorrelated: blocks of {r.block})" if r.block > 1 else "") for r, o in wide[:shown])
+                      + (f" (autocorrelated pairs: bootstrap blocks of {r.block})" if r.block > 1 else "")
+                      for r, o in wide[:shown])
     more = f" and {len(wide) - shown} more" if len(wide) > shown else ""
     return (f"densebench: paired speedups: {len(wide)} of {len(measured)} did not reach the "
             f"+-{target * 100:g}% CI target: {named}{more}; more pairs (--densebench-paired-max-rounds) or a "

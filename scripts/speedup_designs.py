@@ -12,7 +12,9 @@ so every design sees the same window of machine load:
   together, ``k`` = round(baseline time / candidate time), so both sides' rounds last about as long;
   a turn is 2 rounds (the fastest counts) or 1.
 
-Prints, per optimization and design, the median of the per-pair speedups and its 95% bootstrap CI,
+Prints, per optimization and design, the median of the per-pair speedups and its 95% bootstrap CI
+(``paired.paired_ratio``'s: since 2026-12-06 13:30 over bootstrap blocks of autocorrelated pairs too;
+docs/speedup-designs-2vcpu.txt was recorded before that, with the plain bootstrap),
 the CI half-width, the standard deviation of the log per-pair speedups, the seconds the design used,
 and half-width x sqrt(minutes) (lower = a narrower CI for the same time; the CI narrows as
 1/sqrt(pairs)).

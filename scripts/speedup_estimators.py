@@ -10,9 +10,9 @@ every 0.3-2 s, as in scripts/gate_power.py. Then, per optimization and statistic
   statistic in ``densebench run``), its CI from a bootstrap over blocks of consecutive pairs whose length
   is estimated from the pairs (:func:`densebench.paired.block_length`; 1 = the plain bootstrap);
 * ``median-iid``: the same median, its CI from the plain bootstrap (every pair on its own: the run's CI
-  until 2026-12-06);
+  until 2026-12-06 13:30);
 * ``median-b5``: the same median, its CI from a circular block bootstrap over runs of a fixed 5 pairs
-  (:func:`block_median`);
+  (:func:`block_median`), like the run's the wider of that and the plain interval;
 * ``hd0.1`` ... ``hd0.3``: :func:`densebench.paired.quantile_ratio`, the ratio of the two sides'
   Harrell-Davis quantiles of their turn times (the alternative measured);
 
@@ -54,7 +54,8 @@ TARGET, FIRST, LIMIT, STEP = 0.03, 20, 60, 5  # LIMIT: the run's default cap whe
 
 def block_median(base: list[float], cand: list[float], block: int = 5) -> paired.PairedRatio:
     """The run's median of paired ratios, its CI from a circular block bootstrap over runs of ``block``
-    consecutive pairs (wrapping at the end), a fixed choice instead of ``paired.block_length``'s estimate."""
+    consecutive pairs (wrapping at the end), a fixed choice instead of ``paired.block_length``'s estimate;
+    like the run's, the wider of that interval and the plain bootstrap's (``paired.paired_ratio``)."""
     return paired.paired_ratio(base, cand, block=block)
 
 

@@ -176,5 +176,6 @@ def test_the_verdict_line_says_when_the_ci_came_from_blocks_of_autocorrelated_pa
         return ab.lines(doc)[0]
 
     assert verdict_line(4) == ("densebench ab: B/A time ratio 1.020 (95% CI 0.990-1.050, 40 pairs, autocorrelated: "
-                               "CI over blocks of 4 pairs; median of paired ratios): no change shown at a 5% threshold")
+                               "CI over bootstrap blocks of 4 pairs; median of paired ratios): no change shown at a "
+                               "5% threshold")
     assert "blocks" not in verdict_line(1)

@@ -180,8 +180,8 @@ def test_paired_speedups_short_of_the_target_fold_into_one_line() -> None:
                 outcome("jit", 8, 1.04, 1.12, 60)]  # +-3.7%
     line = summary.paired_target_line(outcomes, 0.03)
     assert line == ("densebench: paired speedups: 2 of 3 did not reach the +-3% CI target: openvino at batch 8 "
-                    "+-7.7% after 60 pairs (autocorrelated: blocks of 6), jit at batch 8 +-3.7% after 60 pairs; "
-                    "more pairs "
+                    "+-7.7% after 60 pairs (autocorrelated pairs: bootstrap blocks of 6), jit at batch 8 +-3.7% "
+                    "after 60 pairs; more pairs "
                     "(--densebench-paired-max-rounds) or a quieter machine may narrow them; each CI is in "
                     "extra_info.speedup")
     assert line in summary.terminal_lines(outcomes, paired_target=0.03)

@@ -280,7 +280,7 @@ def run(a: SideSpec, b: SideSpec, output: Path, pairs: int, threshold: float, se
 
 def _blocks(ratio: dict[str, Any]) -> str:
     """', autocorrelated: CI over bootstrap blocks of k pairs' when the bootstrap resampled blocks, else ''."""
-    block = ratio.get("ci_block") or 1
+    block = paired.PairedRatio.from_json(ratio).block  # one reading of ci_block (absent or null: 1)
     return f", autocorrelated: CI over bootstrap blocks of {block} pairs" if block > 1 else ""
 
 

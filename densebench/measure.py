@@ -220,7 +220,7 @@ def _paired_speedup(ctx: Context, runner: Runner, batch_size: int) -> dict[str, 
         return None
     ctx.stage(runner.name, batch_size, "paired rounds with the baseline")
 
-    def progress(pairs: int, half_width: float) -> None:  # after each block of sequential stopping
+    def progress(pairs: int, half_width: float) -> None:  # after each step of sequential stopping
         ctx.stage(runner.name, batch_size, f"paired rounds: {pairs}/{s.paired_max_rounds} pairs, "
                   f"CI +-{half_width:.1%} (target +-{s.paired_target_ci * 100:g}%)")
     try:

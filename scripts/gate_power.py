@@ -16,7 +16,7 @@ each with both methods, on PAIRS x PER_TURN rounds per side:
   (what comparing two separately measured runs does);
 * paired: ABBA-interleaved turns of PER_TURN rounds, each turn's fastest; median of paired ratios,
   bootstrap CI over pairs (over blocks of consecutive pairs where they are autocorrelated:
-  ``paired.block_length``); after PAIRS pairs, blocks of 10 more while the CI still reaches over
+  ``paired.block_length``); after PAIRS pairs, steps of 10 more while the CI still reaches over
   1 +- THRESHOLD, up to MAX_PAIRS (``densebench ab``'s method and defaults).
 
 Both decide the same way: regression only when the whole 95% CI lies above 1 + THRESHOLD.
